@@ -1,0 +1,25 @@
+# The newcomer's commands. Each starts what it needs (PostgreSQL, the search engine).
+#   make demo   services up, migrate, a worker and a producer, then a summary
+#   make test   every test against the real PostgreSQL and the real engine (CI runs this)
+#   make bench  the end-to-end bench (target/bench/report.json)
+#   make labs   the runbook's failure labs v1-v4
+.PHONY: demo test services stop lint build
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+services:
+	scripts/services.sh start
+
+stop:
+	scripts/services.sh stop
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+build:
+	cargo build --release

@@ -1,0 +1,178 @@
+//! Events -> NDJSON `_bulk` body, and the chunking of a claim by count and bytes.
+//!
+//! Every action carries `version_type=external` and the event's version, so a stale write
+//! can never overwrite a newer one, whatever the concurrency or number of workers.
+
+use crate::event::{Action, ClaimedEvent};
+
+/// One bulk request: the events it carries, in order, and their body.
+#[derive(Debug)]
+pub struct Chunk {
+    pub events: Vec<(ClaimedEvent, Action)>,
+    pub body: Vec<u8>,
+}
+
+/// Append one action line (and the document line for `index`) to `buf`.
+pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, action: Action) {
+    buf.extend_from_slice(match action {
+        Action::Index => b"{\"index\":{\"_index\":",
+        Action::Delete => b"{\"delete\":{\"_index\":",
+    });
+    write_json_str(buf, &ev.index_name);
+    buf.extend_from_slice(b",\"_id\":");
+    write_json_str(buf, &ev.doc_id);
+    buf.extend_from_slice(b",\"version\":");
+    buf.extend_from_slice(itoa(ev.version).as_bytes());
+    buf.extend_from_slice(b",\"version_type\":\"external\"}}\n");
+    if action == Action::Index {
+        // PostgreSQL prints jsonb on one line with every control character escaped,
+        // so the stored text is a valid NDJSON line as it is.
+        buf.extend_from_slice(ev.payload.as_deref().unwrap_or("{}").as_bytes());
+        buf.push(b'\n');
+    }
+}
+
+fn itoa(v: i64) -> String {
+    v.to_string()
+}
+
+fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *buf, s).expect("writing to a Vec cannot fail");
+}
+
+/// The size `encode_event` will add, without encoding (for the byte cap).
+fn encoded_len_estimate(ev: &ClaimedEvent) -> usize {
+    64 + ev.index_name.len() + ev.doc_id.len() + ev.payload.as_ref().map_or(0, |p| p.len() + 1)
+}
+
+/// Split validated events into chunks of at most `max_events` events and about
+/// `max_bytes` bytes each (one event alone may exceed the byte cap: it goes alone).
+pub fn chunk(
+    events: Vec<(ClaimedEvent, Action)>,
+    max_events: usize,
+    max_bytes: usize,
+) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut current = Chunk {
+        events: Vec::new(),
+        body: Vec::new(),
+    };
+    for (ev, action) in events {
+        let add = encoded_len_estimate(&ev);
+        if !current.events.is_empty()
+            && (current.events.len() >= max_events || current.body.len() + add > max_bytes)
+        {
+            chunks.push(std::mem::replace(
+                &mut current,
+                Chunk {
+                    events: Vec::new(),
+                    body: Vec::new(),
+                },
+            ));
+        }
+        encode_event(&mut current.body, &ev, action);
+        current.events.push((ev, action));
+    }
+    if !current.events.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Re-encode a subset of events (after a split).
+pub fn encode_all(events: &[(ClaimedEvent, Action)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (ev, action) in events {
+        encode_event(&mut body, ev, *action);
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ev;
+
+    fn lines(body: &[u8]) -> Vec<serde_json::Value> {
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(text.ends_with('\n'), "bulk body must end with a newline");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn index_action_carries_external_version_and_payload() {
+        let mut body = Vec::new();
+        encode_event(&mut body, &ev(7, "doc-1", 42), Action::Index);
+        let l = lines(&body);
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[0],
+            serde_json::json!({"index": {"_index": "idx", "_id": "doc-1", "version": 42, "version_type": "external"}})
+        );
+        assert_eq!(l[1], serde_json::json!({"v": 42}));
+        assert!(!String::from_utf8(body).unwrap().contains("_type\""));
+    }
+
+    #[test]
+    fn delete_has_no_document_line() {
+        let mut e = ev(1, "d", 3);
+        e.payload = None;
+        e.op = "delete".into();
+        let mut body = Vec::new();
+        encode_event(&mut body, &e, Action::Delete);
+        let l = lines(&body);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0]["delete"]["_id"], "d");
+    }
+
+    #[test]
+    fn ids_with_quotes_newlines_and_unicode_are_escaped() {
+        let tricky = "a\"b\\c\nd\u{2028}é😀/x";
+        let mut e = ev(1, tricky, 1);
+        e.index_name = "idx\"q".into();
+        // A payload as PostgreSQL prints jsonb: escapes, unicode kept.
+        e.payload = Some(r#"{"t": "line1\nline2 \"q\" é😀"}"#.into());
+        let mut body = Vec::new();
+        encode_event(&mut body, &e, Action::Index);
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert_eq!(
+            text.matches('\n').count(),
+            2,
+            "exactly one newline per line"
+        );
+        let l = lines(&body);
+        assert_eq!(l[0]["index"]["_id"], tricky);
+        assert_eq!(l[0]["index"]["_index"], "idx\"q");
+        assert_eq!(l[1]["t"], "line1\nline2 \"q\" é😀");
+    }
+
+    #[test]
+    fn chunks_respect_count_and_byte_caps() {
+        let events: Vec<_> = (0..10)
+            .map(|i| (ev(i, &format!("d{i}"), i), Action::Index))
+            .collect();
+        let by_count = chunk(events, 4, 1 << 20);
+        assert_eq!(
+            by_count.iter().map(|c| c.events.len()).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+
+        let mut big = ev(100, "big", 1);
+        big.payload = Some(format!("{{\"x\":\"{}\"}}", "y".repeat(5000)));
+        let events = vec![
+            (ev(1, "a", 1), Action::Index),
+            (big, Action::Index),
+            (ev(2, "b", 1), Action::Index),
+        ];
+        let by_bytes = chunk(events, 100, 1000);
+        assert_eq!(
+            by_bytes.iter().map(|c| c.events.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+        for c in &by_bytes {
+            assert_eq!(c.body, encode_all(&c.events));
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! outbox-worker: projects a PostgreSQL transactional outbox into Elasticsearch / OpenSearch.
+//!
+//! Where things live (one file per stage, DESIGN.md §1):
+//! - `listener`  the LISTEN connection (NOTIFY wakes)
+//! - `pipeline`  wake -> coalesce -> claim -> chunk -> concurrent `_bulk` -> outcomes
+//! - `claim`     the claim under a lease (sql/claim.sql)
+//! - `bulk`      NDJSON encoding, the HTTP client, the outcome classification
+//! - `outcome`   ack / retry / fail / release, guarded by lease and attempt
+//! - `reclaim`   the reclaimer of stuck events
+//! - `waiting`   the worker side of the adaptive trigger
+//! - `sampler`, `metrics`  gauges, counters, `/metrics`, `/healthz`, `/readyz`
+//! - `migrate`, `config`, `db`, `sql`, `backoff`, `producer`, `worker`
+
+pub mod backoff;
+pub mod bulk;
+pub mod claim;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod listener;
+pub mod metrics;
+pub mod migrate;
+pub mod outcome;
+pub mod pipeline;
+pub mod producer;
+pub mod reclaim;
+pub mod sampler;
+pub mod sql;
+pub mod waiting;
+pub mod worker;

@@ -1,0 +1,109 @@
+//! The LISTEN connection: a dedicated connection (never pooled: a pooled connection drops
+//! notifications) whose messages are polled; each notification wakes the pipeline. It is
+//! pinged so a half-open socket is noticed, reconnects with backoff, and after every
+//! (re)connect wakes the pipeline for a catch-up drain, because notifications sent while
+//! disconnected are gone.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream};
+use tokio_postgres::AsyncMessage;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{backoff, config::Config, db, metrics::Health, pipeline::Waker};
+
+/// The channel the trigger notifies (triggers/*.sql).
+pub const CHANNEL: &str = "outbox_events";
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(cfg: Arc<Config>, waker: Waker, health: Arc<Health>, shutdown: CancellationToken) {
+    let mut delays = backoff::in_process(Duration::from_millis(100), Duration::from_secs(10));
+    let mut first = true;
+    loop {
+        match listen_once(&cfg, &waker, &health, &shutdown, first).await {
+            Ok(()) => return, // shutdown
+            Err(e) => {
+                health.set_listen_up(false);
+                warn!(error = %e, "LISTEN connection lost; reconnecting");
+            }
+        }
+        first = false;
+        let d = delays.next().unwrap_or(Duration::from_secs(10));
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One connection's life. Ok on shutdown, Err when the connection failed.
+async fn listen_once(
+    cfg: &Config,
+    waker: &Waker,
+    health: &Health,
+    shutdown: &CancellationToken,
+    first: bool,
+) -> Result<(), String> {
+    let (client, mut conn) = db::connect(cfg)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<String>();
+    let notify_waker = waker.clone();
+    let driver = tokio::spawn(async move {
+        let mut messages = stream::poll_fn(move |cx| conn.poll_message(cx));
+        let why = loop {
+            match messages.next().await {
+                Some(Ok(AsyncMessage::Notification(_))) => notify_waker.wake("notification"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e.to_string(),
+                None => break "closed by the server".to_string(),
+            }
+        };
+        let _ = closed_tx.send(why);
+    });
+    let _abort = AbortOnDrop(driver);
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(|e| format!("LISTEN: {e}"))?;
+    health.set_listen_up(true);
+    info!(
+        channel = CHANNEL,
+        reconnect = !first,
+        "listening for notifications"
+    );
+    // Catch up on whatever was committed while no one listened.
+    waker.wake(if first {
+        "listen_connected"
+    } else {
+        "listen_reconnected"
+    });
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                health.set_listen_up(false);
+                return Ok(());
+            }
+            why = &mut closed_rx => {
+                return Err(why.unwrap_or_else(|_| "connection task ended".into()));
+            }
+            _ = tokio::time::sleep(PING_INTERVAL) => {
+                match tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("ping: {e}")),
+                    Err(_) => return Err(format!("ping: no answer within {PING_TIMEOUT:?} (half-open socket?)")),
+                }
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,54 @@
+//! The database-wide gauges (lag, oldest age, in flight, stuck, failed), sampled
+//! periodically with one cheap query over the partial indexes (sql/sample_gauges.sql).
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, db::DbError, metrics as m, sql};
+
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Gauges {
+    pub lag_events: i64,
+    pub oldest_age_seconds: f64,
+    pub inflight_events: i64,
+    pub stuck_events: i64,
+    pub failed_events: i64,
+}
+
+pub async fn sample(pool: &Pool, cfg: &Config) -> Result<Gauges, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(sql::SAMPLE_GAUGES).await?;
+    let r = client
+        .query_one(&stmt, &[&cfg.max_processing.as_secs_f64()])
+        .await?;
+    Ok(Gauges {
+        lag_events: r.get(0),
+        oldest_age_seconds: r.get::<_, Option<f64>>(1).unwrap_or(0.0).max(0.0),
+        inflight_events: r.get(2),
+        stuck_events: r.get(3),
+        failed_events: r.get(4),
+    })
+}
+
+pub async fn run(cfg: Arc<Config>, pool: Pool, shutdown: CancellationToken) {
+    loop {
+        match sample(&pool, &cfg).await {
+            Ok(g) => {
+                metrics::gauge!(m::LAG_EVENTS).set(g.lag_events as f64);
+                metrics::gauge!(m::OLDEST_AGE_SECONDS).set(g.oldest_age_seconds);
+                metrics::gauge!(m::INFLIGHT_EVENTS).set(g.inflight_events as f64);
+                metrics::gauge!(m::STUCK_PROCESSING_EVENTS).set(g.stuck_events as f64);
+                metrics::gauge!(m::FAILED_EVENTS).set(g.failed_events as f64);
+            }
+            Err(e) => crate::pipeline::db_error("sample_gauges", &e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Every SQL statement the worker runs, one named statement per operation, read from `sql/`.
+//! Each state change is guarded by the status, lease owner and attempt it expects.
+
+pub const CLAIM: &str = include_str!("../sql/claim.sql");
+pub const ACK: &str = include_str!("../sql/ack.sql");
+pub const RETRY: &str = include_str!("../sql/retry.sql");
+pub const FAIL: &str = include_str!("../sql/fail.sql");
+pub const RELEASE: &str = include_str!("../sql/release.sql");
+pub const RECLAIM: &str = include_str!("../sql/reclaim.sql");
+pub const MARK_WAITING: &str = include_str!("../sql/mark_waiting.sql");
+pub const CLEAR_WAITING: &str = include_str!("../sql/clear_waiting.sql");
+pub const PURGE_WAITING: &str = include_str!("../sql/purge_waiting.sql");
+pub const PENDING_EXISTS: &str = include_str!("../sql/pending_exists.sql");
+pub const NEXT_RETRY_DUE: &str = include_str!("../sql/next_retry_due.sql");
+pub const SAMPLE_GAUGES: &str = include_str!("../sql/sample_gauges.sql");

@@ -1,0 +1,137 @@
+//! `outbox-worker run`: wires the pipeline, the listener, the reclaimer, the sampler and
+//! the metrics endpoint together, and owns the shutdown: on SIGTERM/SIGINT stop claiming,
+//! let in-flight bulks finish within OUTBOX_SHUTDOWN_GRACE_SECONDS, release what is still
+//! claimed (attempt refunded) and return. A second signal exits at once.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    bulk::client::BulkClient,
+    config::{Config, NotifyMode},
+    db, listener,
+    metrics::{self, Health},
+    pipeline::{Pipeline, Waker},
+    reclaim, sampler,
+};
+
+/// Run until `shutdown` is cancelled; then drain gracefully and return.
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let pool = db::pool(&cfg, cfg.concurrency + 4).context("database pool")?;
+    // Fail fast on an unreachable database or a missing schema: one clear line.
+    {
+        let c = pool.get().await.context("cannot connect to the database")?;
+        c.query_one("SELECT count(*) FROM outbox_events WHERE false", &[])
+            .await
+            .context("outbox_events is not readable: run `outbox-worker migrate` first")?;
+    }
+    let client = BulkClient::new(&cfg)?;
+    let health = Arc::new(Health::default());
+    health
+        .listen_required
+        .store(cfg.notify_mode != NotifyMode::Off, Ordering::Relaxed);
+    let waker = Waker::default();
+    let tasks = CancellationToken::new();
+
+    if let (Some(addr), Some(handle)) = (cfg.metrics_addr, prometheus) {
+        let (h, p, c) = (health.clone(), pool.clone(), client.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on OUTBOX_METRICS_ADDR={addr}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, handle, h, p, c).await {
+                warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    if cfg.notify_mode != NotifyMode::Off {
+        tokio::spawn(listener::run(
+            cfg.clone(),
+            waker.clone(),
+            health.clone(),
+            tasks.clone(),
+        ));
+    }
+    tokio::spawn(reclaim::run(
+        cfg.clone(),
+        pool.clone(),
+        waker.clone(),
+        tasks.clone(),
+    ));
+    tokio::spawn(sampler::run(cfg.clone(), pool.clone(), tasks.clone()));
+
+    let pipeline = Pipeline::new(cfg.clone(), pool.clone(), client, waker, tasks.clone());
+    info!(
+        worker_id = %cfg.worker_id,
+        projection = %cfg.projection,
+        concurrency = cfg.concurrency,
+        bulk_size = cfg.bulk_size,
+        notify_mode = cfg.notify_mode.as_str(),
+        "worker started"
+    );
+    let mut run = tokio::spawn(pipeline.clone().run());
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = &mut run => {
+            r.context("pipeline task")?;
+            return Ok(());
+        }
+    }
+    info!(
+        grace_seconds = cfg.shutdown_grace.as_secs_f64(),
+        inflight = pipeline.inflight_count(),
+        "shutting down: no new claims; waiting for in-flight bulks"
+    );
+    tasks.cancel();
+    match tokio::time::timeout(cfg.shutdown_grace, &mut run).await {
+        Ok(r) => r.context("pipeline task")?,
+        Err(_) => {
+            warn!(
+                inflight = pipeline.inflight_count(),
+                "grace period over: abandoning in-flight bulks and releasing their events"
+            );
+            run.abort();
+            let _ = run.await;
+            pipeline.finish().await;
+        }
+    }
+    info!("worker stopped");
+    Ok(())
+}
+
+/// A token cancelled by the first SIGTERM/SIGINT; a second one exits the process at once.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        info!("signal received: graceful shutdown (send it again to exit at once)");
+        t.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        warn!(
+            "second signal: exiting now; leases will expire and the reclaimer will recover claimed events"
+        );
+        std::process::exit(130);
+    });
+    token
+}
+
+/// How long a clean stop may take at most (for scripts that wait on it).
+pub fn max_stop_time(cfg: &Config) -> Duration {
+    cfg.shutdown_grace + Duration::from_secs(5)
+}

@@ -1,0 +1,14 @@
+-- Classic wake-up: every inserting statement notifies. The payload is constant (the table's
+-- schema, which lets one database host several outboxes), so PostgreSQL
+-- folds a transaction's notifications into one; commits still serialise (DESIGN.md §4).
+CREATE OR REPLACE FUNCTION outbox_events_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outbox_events', TG_TABLE_SCHEMA);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS outbox_events_notify ON outbox_events;
+CREATE TRIGGER outbox_events_notify
+    AFTER INSERT ON outbox_events
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_events_notify();
