@@ -45,10 +45,15 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-pub fn pg_config(cfg: &Config) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+/// Connection settings; `role` names the connection's job in `pg_stat_activity`
+/// (application_name `outbox-worker <role> <worker id>`), unless the URL sets one.
+pub fn pg_config(
+    cfg: &Config,
+    role: &str,
+) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
     let mut pg: tokio_postgres::Config = cfg.database_url.expose().parse()?;
     if pg.get_application_name().is_none() {
-        pg.application_name(format!("outbox-worker {}", cfg.worker_id));
+        pg.application_name(format!("outbox-worker {role} {}", cfg.worker_id));
     }
     // Notice a dead peer even on an idle connection.
     pg.keepalives(true)
@@ -60,7 +65,7 @@ pub fn pg_config(cfg: &Config) -> Result<tokio_postgres::Config, tokio_postgres:
 /// The connection pool used for claims, outcomes, the reclaimer and the gauges.
 pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, tokio_postgres::Error> {
     let mgr = Manager::from_config(
-        pg_config(cfg)?,
+        pg_config(cfg, "pool")?,
         tokio_postgres::NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -76,13 +81,14 @@ pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, tokio_postgres::Error
 /// One dedicated connection (LISTEN, migrate, CLI commands); the caller drives `Connection`.
 pub async fn connect(
     cfg: &Config,
+    role: &str,
 ) -> Result<(Client, Connection<Socket, NoTlsStream>), tokio_postgres::Error> {
-    pg_config(cfg)?.connect(tokio_postgres::NoTls).await
+    pg_config(cfg, role)?.connect(tokio_postgres::NoTls).await
 }
 
 /// Connect and drive the connection in the background; for one-shot commands.
-pub async fn connect_simple(cfg: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = connect(cfg).await?;
+pub async fn connect_simple(cfg: &Config, role: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = connect(cfg, role).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "database connection closed");

@@ -46,7 +46,7 @@ async fn listen_once(
     shutdown: &CancellationToken,
     first: bool,
 ) -> Result<(), String> {
-    let (client, mut conn) = db::connect(cfg)
+    let (client, mut conn) = db::connect(cfg, "listen")
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<String>();

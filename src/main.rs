@@ -73,7 +73,7 @@ fn main() -> ExitCode {
                         _ => NotifyMode::Adaptive,
                     };
                 }
-                let mut client = db::connect_simple(&cfg).await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let mut client = db::connect_simple(&cfg, "migrate").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
                 let report = migrate::migrate(&mut client, cfg.notify_mode).await?;
                 println!(
                     "migrated: applied [{}], already applied [{}], trigger mode {}",

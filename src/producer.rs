@@ -113,7 +113,7 @@ pub async fn setup(client: &Client) -> Result<(), tokio_postgres::Error> {
 }
 
 pub async fn produce(cfg: &Config, opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
-    let setup_client = db::connect_simple(cfg).await?;
+    let setup_client = db::connect_simple(cfg, "producer").await?;
     setup(&setup_client).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(opts.duration);
@@ -123,7 +123,7 @@ pub async fn produce(cfg: &Config, opts: &ProduceOptions) -> anyhow::Result<Prod
     let errors = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for n in 0..opts.clients.max(1) {
-        let client = db::connect_simple(cfg).await?;
+        let client = db::connect_simple(cfg, "producer").await?;
         let opts = opts.clone();
         let (budget, events, txns, errors) =
             (budget.clone(), events.clone(), txns.clone(), errors.clone());

@@ -33,7 +33,8 @@ pub enum ClientError {
 pub struct BulkClient {
     http: reqwest::Client,
     bulk_url: reqwest::Url,
-    base_url: reqwest::Url,
+    /// `GET /` is refused by some distributions (405 on the ES test zip); health is not.
+    health_url: reqwest::Url,
     basic: Option<(String, Option<String>)>,
 }
 
@@ -73,6 +74,9 @@ impl BulkClient {
             builder = builder.add_root_certificate(cert);
         }
         let base_url = cfg.elasticsearch_url.clone();
+        let health_url = base_url
+            .join("_cluster/health")
+            .expect("joining a path to a URL");
         let mut bulk_url = base_url.join("_bulk").expect("joining a path to a URL");
         bulk_url
             .query_pairs_mut()
@@ -80,7 +84,7 @@ impl BulkClient {
         Ok(BulkClient {
             http: builder.build()?,
             bulk_url,
-            base_url,
+            health_url,
             basic,
         })
     }
@@ -117,7 +121,7 @@ impl BulkClient {
     /// Is the engine answering at all? (for /readyz)
     pub async fn ping(&self) -> Result<(), String> {
         let resp = self
-            .authed(self.http.get(self.base_url.clone()))
+            .authed(self.http.get(self.health_url.clone()))
             .timeout(Duration::from_secs(3))
             .send()
             .await

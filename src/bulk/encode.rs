@@ -112,7 +112,7 @@ mod tests {
             serde_json::json!({"index": {"_index": "idx", "_id": "doc-1", "version": 42, "version_type": "external"}})
         );
         assert_eq!(l[1], serde_json::json!({"v": 42}));
-        assert!(!String::from_utf8(body).unwrap().contains("_type\""));
+        assert!(!String::from_utf8(body).unwrap().contains("\"_type\""));
     }
 
     #[test]

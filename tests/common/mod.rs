@@ -33,6 +33,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{n}").to_lowercase()
 }
 
+/// An event as a test inserts it: (index, doc_id, op, payload, doc_version).
+pub type EventRow<'a> = (&'a str, &'a str, &'a str, Option<Value>, Option<i64>);
+
 /// One isolated outbox: a schema of its own, migrated with the given trigger mode.
 pub struct TestSchema {
     pub name: String,
@@ -145,10 +148,7 @@ impl TestSchema {
     }
 
     /// Insert events: (index, doc_id, op, payload, doc_version).
-    pub async fn insert(
-        &self,
-        rows: &[(&str, &str, &str, Option<Value>, Option<i64>)],
-    ) -> Vec<i64> {
+    pub async fn insert(&self, rows: &[EventRow<'_>]) -> Vec<i64> {
         let c = self.client().await;
         let mut ids = Vec::new();
         for (index, doc, op, payload, version) in rows {

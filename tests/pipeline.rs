@@ -1,0 +1,460 @@
+//! The pipeline end to end, against the real PostgreSQL and the real search engine.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use outbox_worker::{claim, config::NotifyMode, outcome, reclaim};
+use serde_json::json;
+
+use common::{Engine, InProcessWorker, TestSchema};
+
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// 10,000 events over 1,000 documents (many versions each), inserted while three workers
+/// with concurrency 8 drain: every document ends at its newest version, the outbox empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_converge_on_the_newest_version_of_every_document() {
+    let s = TestSchema::new("many", NotifyMode::Adaptive).await;
+    let index = common::unique("many");
+    let engine = Engine::new();
+    let workers: Vec<InProcessWorker> = (0..3)
+        .map(|_| InProcessWorker::start(s.config(&[("concurrency", "8"), ("bulk_size", "200")])))
+        .collect();
+
+    // Four producers write 100 blocks of 100 events while the workers run. Event g (1..=10000)
+    // is version g of document g % 1000; blocks commit out of version order across producers.
+    let mut producers = Vec::new();
+    for p in 0..4i64 {
+        let s_url = s.url.clone();
+        let index = index.clone();
+        producers.push(tokio::spawn(async move {
+            let c = common::connect(&s_url).await;
+            for block in (p..100).step_by(4) {
+                c.execute(
+                    "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
+                     SELECT $1, (g % 1000)::text, 'index', jsonb_build_object('doc', g % 1000, 'v', g), g
+                     FROM generate_series($2::bigint * 100 + 1, $2::bigint * 100 + 100) g",
+                    &[&index, &block],
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for p in producers {
+        p.await.unwrap();
+    }
+    s.wait_drained(DRAIN).await;
+    for w in workers {
+        w.stop().await;
+    }
+    assert_eq!(
+        s.total().await,
+        0,
+        "outbox empty: nothing failed, nothing left"
+    );
+    let docs = engine.all(&index).await;
+    assert_eq!(docs.len(), 1000);
+    for d in 0..1000i64 {
+        let newest = if d == 0 { 10_000 } else { 9_000 + d };
+        let (source, version) = &docs[&d.to_string()];
+        assert_eq!(
+            *version, newest,
+            "doc {d} holds version {version}, newest is {newest}"
+        );
+        assert_eq!(source, &json!({"doc": d, "v": newest}));
+    }
+}
+
+/// Deletes, a document deleted and re-created, a delete of a missing document, and
+/// several versions of one document in one claim (the older ones acked as superseded).
+#[tokio::test]
+async fn deletes_recreates_and_superseded_versions() {
+    let s = TestSchema::new("del", NotifyMode::Adaptive).await;
+    let index = common::unique("del");
+    let engine = Engine::new();
+    let i = index.as_str();
+    // Inserted before the worker starts, so they arrive in one claim.
+    s.insert(&[
+        (i, "a", "index", Some(json!({"name": "a1"})), Some(1)),
+        (i, "a", "index", Some(json!({"name": "a2"})), Some(2)),
+        (i, "a", "index", Some(json!({"name": "a3"})), Some(3)),
+        (i, "b", "index", Some(json!({"name": "b1"})), Some(1)),
+        (i, "ghost", "delete", None, Some(1)),
+    ])
+    .await;
+    let w = InProcessWorker::start(s.config(&[]));
+    s.wait_drained(DRAIN).await;
+    assert_eq!(engine.get(i, "a").await, Some((json!({"name": "a3"}), 3)));
+    assert_eq!(engine.get(i, "b").await.map(|d| d.1), Some(1));
+    assert_eq!(
+        engine.get(i, "ghost").await,
+        None,
+        "delete of a missing document is acked"
+    );
+
+    // Delete b, then re-create it with a newer version.
+    s.insert(&[(i, "b", "delete", None, Some(2))]).await;
+    s.wait_drained(DRAIN).await;
+    assert_eq!(engine.get(i, "b").await, None, "b deleted");
+    s.insert(&[(i, "b", "index", Some(json!({"name": "b3"})), Some(3))])
+        .await;
+    s.wait_drained(DRAIN).await;
+    assert_eq!(
+        engine.get(i, "b").await,
+        Some((json!({"name": "b3"}), 3)),
+        "b re-created"
+    );
+
+    // A stale event (older version than indexed) is acked without overwriting.
+    s.insert(&[(i, "a", "index", Some(json!({"name": "stale"})), Some(2))])
+        .await;
+    s.wait_drained(DRAIN).await;
+    assert_eq!(
+        engine.get(i, "a").await,
+        Some((json!({"name": "a3"}), 3)),
+        "stale write refused"
+    );
+    w.stop().await;
+    assert_eq!(s.total().await, 0);
+}
+
+/// Deterministic failures end `failed` with the right reason; the rest of their chunk indexes.
+#[tokio::test]
+async fn deterministic_failures_fail_with_reason_while_neighbours_index() {
+    let s = TestSchema::new("det", NotifyMode::Adaptive).await;
+    let index = common::unique("det");
+    let engine = Engine::new();
+    engine
+        .put_index(
+            &index,
+            json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
+        )
+        .await;
+    let i = index.as_str();
+    let ids = s
+        .insert(&[
+            (i, "ok1", "index", Some(json!({"n": 1})), None),
+            (
+                i,
+                "conflict",
+                "index",
+                Some(json!({"n": "not a number"})),
+                None,
+            ),
+            (i, "ok2", "index", Some(json!({"n": 2})), None),
+            (i, "array", "index", Some(json!([1, 2])), None),
+            (i, "op", "upsert", Some(json!({"n": 3})), None),
+            ("Bad_Index_Name", "x", "index", Some(json!({"n": 4})), None),
+            (i, &"x".repeat(513), "index", Some(json!({"n": 5})), None),
+            (i, "ok3", "index", Some(json!({"n": 3})), None),
+        ])
+        .await;
+    let w = InProcessWorker::start(s.config(&[("bulk_size", "100")]));
+    s.wait_drained(DRAIN).await;
+    w.stop().await;
+
+    let reason = |n: usize| {
+        let s = &s;
+        let id = ids[n];
+        async move { s.state(id).await }
+    };
+    assert_eq!(reason(0).await, None, "ok1 acked");
+    let conflict = reason(1).await.expect("mapping conflict stays as failed");
+    assert_eq!(conflict.0, "failed");
+    assert!(
+        matches!(
+            conflict.1.as_deref(),
+            Some("mapper_parsing_exception" | "document_parsing_exception")
+        ),
+        "{conflict:?}"
+    );
+    assert_eq!(reason(2).await, None, "ok2 acked");
+    assert_eq!(
+        reason(3).await,
+        Some(("failed".into(), Some("invalid_event".into())))
+    );
+    assert_eq!(
+        reason(4).await,
+        Some(("failed".into(), Some("invalid_event".into())))
+    );
+    let bad_index = reason(5).await.expect("bad index name fails");
+    assert_eq!(
+        bad_index,
+        ("failed".into(), Some("invalid_index_name_exception".into()))
+    );
+    let long_id = reason(6).await.expect("513-byte id fails");
+    assert_eq!(long_id.0, "failed");
+    assert!(
+        matches!(
+            long_id.1.as_deref(),
+            Some("action_request_validation_exception" | "illegal_argument_exception")
+        ),
+        "{long_id:?}"
+    );
+    assert_eq!(reason(7).await, None, "ok3 acked");
+    for doc in ["ok1", "ok2", "ok3"] {
+        assert!(engine.get(i, doc).await.is_some(), "{doc} indexed");
+    }
+    // The error text is kept, bounded.
+    let c = s.client().await;
+    let err: String = c
+        .query_one("SELECT error FROM outbox_events WHERE id = $1", &[&ids[1]])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(err.contains("n") && err.len() <= 1000, "{err}");
+}
+
+/// No trigger at all: the poll alone delivers every event within about one poll interval.
+#[tokio::test]
+async fn poll_only_delivers_every_event() {
+    let s = TestSchema::new("poll", NotifyMode::Off).await;
+    let index = common::unique("poll");
+    let engine = Engine::new();
+    let w =
+        InProcessWorker::start(s.config(&[("notify_mode", "off"), ("poll_interval_seconds", "1")]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in 0..3 {
+        let rows: Vec<(String, serde_json::Value)> = (0..20)
+            .map(|n| (format!("r{round}-{n}"), json!({"n": n})))
+            .collect();
+        for (doc, payload) in &rows {
+            s.insert(&[(
+                index.as_str(),
+                doc.as_str(),
+                "index",
+                Some(payload.clone()),
+                None,
+            )])
+            .await;
+        }
+        // Poll interval 1 s with ±20 % jitter: all delivered well within a few intervals.
+        s.wait_drained(Duration::from_secs(5)).await;
+    }
+    w.stop().await;
+    assert_eq!(engine.count(&index).await, 60);
+}
+
+/// The LISTEN connection killed with pg_terminate_backend: the worker reconnects, catches up
+/// on what was committed meanwhile, and loses nothing. The poll is 60 s, so only the
+/// reconnect's catch-up drain (or a notification) can deliver within the test's bound.
+#[tokio::test]
+async fn listen_connection_killed_reconnects_and_catches_up() {
+    let s = TestSchema::new("listen", NotifyMode::Adaptive).await;
+    let index = common::unique("listen");
+    let engine = Engine::new();
+    let cfg = s.config(&[("poll_interval_seconds", "60")]);
+    let worker_id = cfg.worker_id.clone();
+    let w = InProcessWorker::start(cfg);
+    let admin = common::connect(&common::pg_base_url()).await;
+    let app = format!("outbox-worker listen {worker_id}");
+    let listen_pid = || async {
+        admin
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, i32>(0))
+    };
+    let start = Instant::now();
+    let first = loop {
+        if let Some(pid) = listen_pid().await {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listener never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // One event through the notification path first.
+    s.insert(&[(
+        index.as_str(),
+        "before",
+        "index",
+        Some(json!({"n": 0})),
+        None,
+    )])
+    .await;
+    s.wait_drained(Duration::from_secs(10)).await;
+    // Let the idle follow-up checks run out, so only the reconnect can find what follows.
+    tokio::time::sleep(
+        outbox_worker::pipeline::IDLE_FOLLOW_UPS
+            .iter()
+            .max()
+            .copied()
+            .unwrap()
+            * 2,
+    )
+    .await;
+
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap();
+    // Committed while no one listens: these notifications are lost for good.
+    for n in 0..10 {
+        s.insert(&[(
+            index.as_str(),
+            &format!("during-{n}"),
+            "index",
+            Some(json!({"n": n})),
+            None,
+        )])
+        .await;
+    }
+    s.wait_drained(Duration::from_secs(30)).await;
+    let second = listen_pid().await.expect("listener reconnected");
+    assert_ne!(first, second, "a new LISTEN connection");
+    // And notifications work again on the new connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.insert(&[(
+        index.as_str(),
+        "after",
+        "index",
+        Some(json!({"n": 11})),
+        None,
+    )])
+    .await;
+    s.wait_drained(Duration::from_secs(10)).await;
+    w.stop().await;
+    assert_eq!(engine.count(&index).await, 12);
+}
+
+/// A late ack from a worker whose lease was reclaimed changes no row, even after another
+/// worker claimed the same event again.
+#[tokio::test]
+async fn late_ack_after_reclaim_changes_nothing() {
+    let s = TestSchema::new("late", NotifyMode::Off).await;
+    let cfg = s.config(&[("max_attempts", "5")]);
+    let pool = outbox_worker::db::pool(&cfg, 4).unwrap();
+    s.insert(&[
+        ("i", "a", "index", Some(json!({})), None),
+        ("i", "b", "index", Some(json!({})), None),
+    ])
+    .await;
+    let a = claim::claim(
+        &pool,
+        &cfg.projection,
+        10,
+        "worker-a",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().all(|e| e.attempts == 1));
+
+    // Worker A stalls; its lease expires and the reclaimer returns the events.
+    let c = s.client().await;
+    c.execute(
+        "UPDATE outbox_events SET lease_expires_at = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let r = reclaim::reclaim_once(&pool, &cfg).await.unwrap();
+    assert_eq!(r.to_pending.len(), 2);
+    c.execute("UPDATE outbox_events SET next_retry_at = now()", &[])
+        .await
+        .unwrap();
+
+    // A's late ack: no row changes.
+    let o = outcome::Outcomes {
+        ack: a.iter().map(|e| (e.id, e.attempts)).collect(),
+        ..Default::default()
+    };
+    let applied = outcome::apply(&pool, "worker-a", cfg.max_attempts, &o)
+        .await
+        .unwrap();
+    assert!(applied.acked.is_empty());
+    assert_eq!(applied.late.len(), 2);
+    assert_eq!(s.count("pending").await, 2);
+
+    // Worker B claims them (attempt 2); A's late fail with attempt 1 changes nothing either,
+    // nor does a write naming B with A's stale attempt.
+    let b = claim::claim(
+        &pool,
+        &cfg.projection,
+        10,
+        "worker-b",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(b.iter().all(|e| e.attempts == 2));
+    let late_fail = outcome::Outcomes {
+        fail: a
+            .iter()
+            .map(|e| (e.id, e.attempts, "x".into(), "x".into()))
+            .collect(),
+        ..Default::default()
+    };
+    let applied = outcome::apply(&pool, "worker-a", cfg.max_attempts, &late_fail)
+        .await
+        .unwrap();
+    assert_eq!(applied.late.len(), 2);
+    let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &late_fail)
+        .await
+        .unwrap();
+    assert_eq!(applied.late.len(), 2, "right owner, stale attempt: fenced");
+    assert_eq!(s.count("processing").await, 2);
+    // B's own ack works.
+    let ok = outcome::Outcomes {
+        ack: b.iter().map(|e| (e.id, e.attempts)).collect(),
+        ..Default::default()
+    };
+    let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &ok)
+        .await
+        .unwrap();
+    assert_eq!(applied.acked.len(), 2);
+    assert_eq!(s.total().await, 0);
+}
+
+/// A poison event whose claims keep expiring ends `failed` / `lease_expired` at the limit.
+#[tokio::test]
+async fn repeated_reclaims_end_in_lease_expired() {
+    let s = TestSchema::new("poison", NotifyMode::Off).await;
+    let cfg = s.config(&[("max_attempts", "3")]);
+    let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
+    let ids = s
+        .insert(&[("i", "p", "index", Some(json!({})), None)])
+        .await;
+    let c = s.client().await;
+    for attempt in 1..=3 {
+        c.execute("UPDATE outbox_events SET next_retry_at = now() WHERE status = 'pending' AND next_retry_at IS NOT NULL", &[])
+            .await
+            .unwrap();
+        let got = claim::claim(
+            &pool,
+            &cfg.projection,
+            10,
+            "crashy",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 1, "attempt {attempt} claims it");
+        assert_eq!(got[0].attempts, attempt);
+        c.execute(
+            "UPDATE outbox_events SET lease_expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+        let r = reclaim::reclaim_once(&pool, &cfg).await.unwrap();
+        if attempt < 3 {
+            assert_eq!(r.to_pending, ids);
+        } else {
+            assert_eq!(r.to_failed, ids);
+        }
+    }
+    assert_eq!(
+        s.state(ids[0]).await,
+        Some(("failed".into(), Some("lease_expired".into())))
+    );
+}
