@@ -8,4 +8,5 @@ SELECT
     (SELECT count(*) FROM outbox_events WHERE status = 'processing'
        AND (lease_expires_at < now()
             OR processing_started_at < now() - make_interval(secs => $1)))        AS stuck_events,
-    (SELECT count(*) FROM outbox_events WHERE status = 'failed')                  AS failed_events
+    (SELECT count(*) FROM outbox_events WHERE status = 'failed')                  AS failed_events,
+    (SELECT coalesce(sum(event_count), 0)::bigint FROM outbox_replay_audit)       AS replayed_events

@@ -129,6 +129,16 @@ pub struct Config {
     pub log_level: String,
     /// Trigger mode installed by `migrate`.
     pub notify_mode: NotifyMode,
+    /// Where events go: `elasticsearch` (the engine), or `null` (acked without sending;
+    /// for measuring the database path in benches only).
+    pub sink: Sink,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sink {
+    Elasticsearch,
+    Null,
 }
 
 /// Bounds of every numeric setting, shared by the parser, README and runbook.
@@ -364,6 +374,11 @@ impl Config {
             "off" => NotifyMode::Off,
             other => return Err(Raw::err("notify_mode", other, "adaptive, always or off")),
         };
+        let sink = match raw.string("sink", "elasticsearch").to_lowercase().as_str() {
+            "elasticsearch" => Sink::Elasticsearch,
+            "null" => Sink::Null,
+            other => return Err(Raw::err("sink", other, "elasticsearch or null")),
+        };
         let metrics_addr = match raw.string("metrics_addr", "127.0.0.1:9464").trim() {
             "" | "off" => None,
             v => Some(v.parse().map_err(|_| {
@@ -425,6 +440,7 @@ impl Config {
             log_format,
             log_level: raw.string("log_level", "info"),
             notify_mode,
+            sink,
         };
         cfg.check_relations(&raw)?;
         Ok(cfg)

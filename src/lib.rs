@@ -9,6 +9,7 @@
 //! - `reclaim`   the reclaimer of stuck events
 //! - `waiting`   the worker side of the adaptive trigger
 //! - `sampler`, `metrics`  gauges, counters, `/metrics`, `/healthz`, `/readyz`
+//! - `replay`, `stats`  the operator commands
 //! - `migrate`, `config`, `db`, `sql`, `backoff`, `producer`, `worker`
 
 pub mod backoff;
@@ -24,7 +25,9 @@ pub mod outcome;
 pub mod pipeline;
 pub mod producer;
 pub mod reclaim;
+pub mod replay;
 pub mod sampler;
 pub mod sql;
+pub mod stats;
 pub mod waiting;
 pub mod worker;

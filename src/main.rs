@@ -34,6 +34,53 @@ enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Event counts by state, stuck events, the failed pile by reason (the runbook's SQL).
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move failed events back to pending, audited. Use --dry-run first.
+    Replay {
+        /// Event ids (repeat or comma-separate).
+        #[arg(long = "id", value_delimiter = ',')]
+        ids: Vec<i64>,
+        /// Only events failed with this error_reason (e.g. mapper_parsing_exception).
+        #[arg(long)]
+        error_reason: Option<String>,
+        /// Failed at or after: RFC 3339 time or a span back from now (30m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Failed before: RFC 3339 time or a span back from now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events of this projection.
+        #[arg(long)]
+        projection: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// Show what would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (required to execute; kept in the audit row).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Allow a filter that names nothing but the limit (the whole failed pile).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The replay audit trail, newest first.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate application-style load through the outbox (demo and benches).
     Produce {
         #[command(flatten)]
@@ -85,6 +132,84 @@ fn main() -> ExitCode {
             }
             Command::Config => {
                 println!("{}", serde_json::to_string_pretty(&cfg.redacted_json())?);
+                Ok(())
+            }
+            Command::Stats { json } => {
+                let client = db::connect_simple(&cfg, "stats").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let stats = outbox_worker::stats::collect(&client, &cfg).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                } else {
+                    print!("{}", outbox_worker::stats::render(&stats));
+                }
+                Ok(())
+            }
+            Command::Replay { ids, error_reason, since, until, projection, limit, dry_run, reason, actor, all, json } => {
+                use outbox_worker::replay;
+                let parse = |flag: &str, v: Option<String>| -> anyhow::Result<_> {
+                    v.map(|v| replay::parse_time(&v).map_err(|e| anyhow::anyhow!("--{flag} {e}"))).transpose()
+                };
+                if limit < 1 {
+                    anyhow::bail!("--limit {limit}: expected at least 1");
+                }
+                let filter = replay::ReplayFilter {
+                    ids: (!ids.is_empty()).then_some(ids),
+                    error_reason,
+                    failed_since: parse("since", since)?,
+                    failed_before: parse("until", until)?,
+                    projection,
+                    limit,
+                };
+                if filter.is_unbounded() && !all {
+                    anyhow::bail!("the filter names no --id, --error-reason, --since, --until or --projection: add one, or --all to replay the whole failed pile (up to --limit)");
+                }
+                let client = db::connect_simple(&cfg, "replay").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                if dry_run {
+                    let d = replay::dry_run(&client, &filter).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&d)?);
+                    } else {
+                        println!("dry run: {} failed events would be replayed (limit {}); nothing changed", d.matched, limit);
+                        for (reason, n) in &d.by_reason {
+                            println!("  {reason}: {n}");
+                        }
+                        println!("  ids: {:?}{}", d.sample_ids, if d.matched > d.sample_ids.len() { " ..." } else { "" });
+                    }
+                    return Ok(());
+                }
+                let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                    anyhow::bail!("--reason \"why this replay\" is required to execute a replay (it goes into the audit trail); or use --dry-run");
+                };
+                let actor = actor.unwrap_or_else(replay::os_user);
+                let r = replay::execute(&client, &filter, &actor, &reason).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!("replayed {} events (audit #{} by {actor}): {:?}", r.count, r.audit_id, r.ids);
+                }
+                Ok(())
+            }
+            Command::Audit { limit, json } => {
+                let client = db::connect_simple(&cfg, "audit").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let rows = outbox_worker::replay::audit_trail(&client, limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else if rows.is_empty() {
+                    println!("no replays yet");
+                } else {
+                    for r in rows {
+                        println!(
+                            "#{} {} by {}: {} events, reason {:?}, filter {}, ids {:?}",
+                            r.id,
+                            r.replayed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                            r.actor,
+                            r.event_count,
+                            r.reason,
+                            r.filter,
+                            r.event_ids
+                        );
+                    }
+                }
                 Ok(())
             }
             Command::Produce { opts, json } => {

@@ -17,6 +17,8 @@ pub struct Gauges {
     pub inflight_events: i64,
     pub stuck_events: i64,
     pub failed_events: i64,
+    /// Events replayed so far, from the audit trail (replays run from the CLI).
+    pub replayed_events: i64,
 }
 
 pub async fn sample(pool: &Pool, cfg: &Config) -> Result<Gauges, DbError> {
@@ -31,6 +33,7 @@ pub async fn sample(pool: &Pool, cfg: &Config) -> Result<Gauges, DbError> {
         inflight_events: r.get(2),
         stuck_events: r.get(3),
         failed_events: r.get(4),
+        replayed_events: r.get(5),
     })
 }
 
@@ -43,6 +46,7 @@ pub async fn run(cfg: Arc<Config>, pool: Pool, shutdown: CancellationToken) {
                 metrics::gauge!(m::INFLIGHT_EVENTS).set(g.inflight_events as f64);
                 metrics::gauge!(m::STUCK_PROCESSING_EVENTS).set(g.stuck_events as f64);
                 metrics::gauge!(m::FAILED_EVENTS).set(g.failed_events as f64);
+                metrics::counter!(m::REPLAYED_TOTAL).absolute(g.replayed_events as u64);
             }
             Err(e) => crate::pipeline::db_error("sample_gauges", &e),
         }
