@@ -5,6 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# Test tools from Debian's packages: nginx terminates TLS in front of the engine in the
+# security tests (installed without starting its service), openssl makes their CA.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "== installing nginx-light (not started as a service)"
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light openssl >/dev/null \
+    || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light openssl >/dev/null; }
+  rm -f /usr/sbin/policy-rc.d
+fi
+
 scripts/services.sh start
 export OUTBOX_TEST_DATABASE_URL="$(scripts/pg.sh url outbox_test)"
 export OUTBOX_TEST_ELASTICSEARCH_URL="$(scripts/engine.sh url)"

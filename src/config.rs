@@ -349,7 +349,9 @@ impl Config {
                 "a URL like postgres://user:password@host:5432/dbname",
             ));
         }
-        database_url
+        let (without_sslmode, _) = crate::tls::split_sslmode(database_url.trim())
+            .map_err(|e| Raw::err("database_url", &redact_url(&database_url), &e.to_string()))?;
+        without_sslmode
             .parse::<tokio_postgres::Config>()
             .map_err(|e| {
                 Raw::err(

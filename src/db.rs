@@ -1,17 +1,31 @@
-//! Database connections: the pool for claims and outcomes, single connections for LISTEN,
-//! and the classification of transient errors (retried, never fatal).
+//! Database connections: the pool for claims and outcomes, single connections for LISTEN
+//! and the CLI, TLS per `sslmode` (tls.rs), and the classification of transient errors
+//! (retried, never fatal).
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Client, Connection, Socket, error::SqlState, tls::NoTlsStream};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Connection, Socket, error::SqlState};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::Config;
+use crate::{config::Config, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database: {0}")]
+    #[error("database: {}", error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// Errors setting up a connection (before any I/O): one clear line each.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectSetupError {
+    #[error("invalid OUTBOX_DATABASE_URL: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("database TLS: {0}")]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("cannot connect to the database: {}", error_text(.0))]
+    Connect(tokio_postgres::Error),
 }
 
 impl DbError {
@@ -20,6 +34,23 @@ impl DbError {
         match self {
             DbError::Pool(_) => true,
             DbError::Postgres(e) => is_transient(e),
+        }
+    }
+}
+
+/// A PostgreSQL error with its server message (tokio-postgres prints only "db error").
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
         }
     }
 }
@@ -37,21 +68,22 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::CONNECTION_FAILURE
-                || *code == SqlState::CONNECTION_EXCEPTION
                 || *code == SqlState::TOO_MANY_CONNECTIONS
                 || code.code().starts_with("08")
         }
     }
 }
 
-/// Connection settings; `role` names the connection's job in `pg_stat_activity`
-/// (application_name `outbox-worker <role> <worker id>`), unless the URL sets one.
+/// Connection settings and the TLS connector; `role` names the connection's job in
+/// `pg_stat_activity` (application_name `outbox-worker <role> <worker id>`), unless the
+/// URL sets one.
 pub fn pg_config(
     cfg: &Config,
     role: &str,
-) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-    let mut pg: tokio_postgres::Config = cfg.database_url.expose().parse()?;
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConnectSetupError> {
+    let (url, mode) = tls::split_sslmode(cfg.database_url.expose())?;
+    let mut pg: tokio_postgres::Config = url.parse().map_err(ConnectSetupError::Url)?;
+    pg.ssl_mode(mode.negotiation());
     if pg.get_application_name().is_none() {
         pg.application_name(format!("outbox-worker {role} {}", cfg.worker_id));
     }
@@ -59,14 +91,16 @@ pub fn pg_config(
     pg.keepalives(true)
         .keepalives_idle(std::time::Duration::from_secs(30))
         .connect_timeout(std::time::Duration::from_secs(10));
-    Ok(pg)
+    let connector = tls::pg_connector(mode, cfg.database_ca_file.as_deref())?;
+    Ok((pg, connector))
 }
 
 /// The connection pool used for claims, outcomes, the reclaimer and the gauges.
-pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, tokio_postgres::Error> {
+pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, ConnectSetupError> {
+    let (pg, tls) = pg_config(cfg, "pool")?;
     let mgr = Manager::from_config(
-        pg_config(cfg, "pool")?,
-        tokio_postgres::NoTls,
+        pg,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -78,16 +112,20 @@ pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, tokio_postgres::Error
         .expect("pool config is valid"))
 }
 
+/// A connection's I/O half, as `connect` returns it.
+pub type PgConnection = Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
+
 /// One dedicated connection (LISTEN, migrate, CLI commands); the caller drives `Connection`.
 pub async fn connect(
     cfg: &Config,
     role: &str,
-) -> Result<(Client, Connection<Socket, NoTlsStream>), tokio_postgres::Error> {
-    pg_config(cfg, role)?.connect(tokio_postgres::NoTls).await
+) -> Result<(Client, PgConnection), ConnectSetupError> {
+    let (pg, tls) = pg_config(cfg, role)?;
+    pg.connect(tls).await.map_err(ConnectSetupError::Connect)
 }
 
 /// Connect and drive the connection in the background; for one-shot commands.
-pub async fn connect_simple(cfg: &Config, role: &str) -> Result<Client, tokio_postgres::Error> {
+pub async fn connect_simple(cfg: &Config, role: &str) -> Result<Client, ConnectSetupError> {
     let (client, conn) = connect(cfg, role).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -95,4 +133,15 @@ pub async fn connect_simple(cfg: &Config, role: &str) -> Result<Client, tokio_po
         }
     });
     Ok(client)
+}
+
+/// Whether the connection behind `client` is encrypted (for tests and `stats`).
+pub async fn is_encrypted(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .await?
+        .get(0))
 }

@@ -29,5 +29,6 @@ pub mod replay;
 pub mod sampler;
 pub mod sql;
 pub mod stats;
+pub mod tls;
 pub mod waiting;
 pub mod worker;

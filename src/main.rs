@@ -120,7 +120,7 @@ fn main() -> ExitCode {
                         _ => NotifyMode::Adaptive,
                     };
                 }
-                let mut client = db::connect_simple(&cfg, "migrate").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let mut client = db::connect_simple(&cfg, "migrate").await?;
                 let report = migrate::migrate(&mut client, cfg.notify_mode).await?;
                 println!(
                     "migrated: applied [{}], already applied [{}], trigger mode {}",
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Stats { json } => {
-                let client = db::connect_simple(&cfg, "stats").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let client = db::connect_simple(&cfg, "stats").await?;
                 let stats = outbox_worker::stats::collect(&client, &cfg).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
                 if filter.is_unbounded() && !all {
                     anyhow::bail!("the filter names no --id, --error-reason, --since, --until or --projection: add one, or --all to replay the whole failed pile (up to --limit)");
                 }
-                let client = db::connect_simple(&cfg, "replay").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let client = db::connect_simple(&cfg, "replay").await?;
                 if dry_run {
                     let d = replay::dry_run(&client, &filter).await?;
                     if json {
@@ -190,7 +190,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Audit { limit, json } => {
-                let client = db::connect_simple(&cfg, "audit").await.map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+                let client = db::connect_simple(&cfg, "audit").await?;
                 let rows = outbox_worker::replay::audit_trail(&client, limit).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);

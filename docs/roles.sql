@@ -1,0 +1,24 @@
+-- Least-privilege roles for outbox-worker (run as the schema owner, after `migrate`).
+-- psql -v schema=public -v worker=outbox_worker -v operator=outbox_operator \
+--      -v producer=app -f docs/roles.sql   (the roles must exist: CREATE ROLE ... LOGIN)
+-- Migrations need the stronger owner role; the running worker needs only this:
+
+-- The worker: claim, ack (delete), retry, fail, release, reclaim; its waiting mark;
+-- read the audit trail for the replayed-events metric.
+GRANT USAGE ON SCHEMA :"schema" TO :"worker";
+GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"worker";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_waiting_workers TO :"worker";
+GRANT SELECT ON outbox_replay_audit TO :"worker";
+
+-- The operator (stats, replay, audit): read everything, move failed events, write audit rows.
+GRANT USAGE ON SCHEMA :"schema" TO :"operator";
+GRANT SELECT, UPDATE ON outbox_events TO :"operator";
+GRANT SELECT ON outbox_waiting_workers TO :"operator";
+GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator";
+GRANT USAGE ON SEQUENCE outbox_replay_audit_id_seq TO :"operator";
+
+-- A producer (the application): insert events, nothing else. The notify trigger runs as
+-- its owner (SECURITY DEFINER), so producers need no grant on the waiting table.
+GRANT USAGE ON SCHEMA :"schema" TO :"producer";
+GRANT INSERT ON outbox_events TO :"producer";
+GRANT USAGE ON SEQUENCE outbox_events_id_seq TO :"producer";

@@ -1,0 +1,509 @@
+//! Security: TLS to PostgreSQL (Debian's cluster has ssl = on with its snakeoil
+//! certificate), TLS to the engine through a real TLS-terminating proxy (nginx) with a CA
+//! generated here, basic and API-key auth checked by that proxy, and least-privilege roles.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use outbox_worker::{config::NotifyMode, db};
+use serde_json::json;
+
+use common::{Engine, InProcessWorker, TestSchema};
+
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+fn url_with(base: &str, extra: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{extra}")
+}
+
+/// Connect with a given URL (and CA file); Ok(encrypted?) or the one-line error.
+async fn connect(url: String, ca: Option<&str>) -> Result<bool, String> {
+    let mut pairs = vec![("database_url", url.as_str())];
+    if let Some(ca) = ca {
+        pairs.push(("database_ca_file", ca));
+    }
+    let cfg = outbox_worker::config::Config::from_pairs(pairs).unwrap();
+    match db::connect_simple(&cfg, "tls-test").await {
+        Ok(c) => Ok(db::is_encrypted(&c).await.unwrap()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn postgres_tls_modes() {
+    let s = TestSchema::new("pgtls", NotifyMode::Off).await;
+    assert_eq!(
+        connect(url_with(&s.url, "sslmode=disable"), None).await,
+        Ok(false)
+    );
+    assert_eq!(
+        connect(url_with(&s.url, "sslmode=require"), None).await,
+        Ok(true)
+    );
+    assert_eq!(
+        connect(s.url.clone(), None).await,
+        Ok(true),
+        "prefer uses TLS when offered"
+    );
+    // verify-ca against the server's own (self-signed) certificate: the chain checks out.
+    assert_eq!(
+        connect(url_with(&s.url, "sslmode=verify-ca"), Some(SNAKEOIL)).await,
+        Ok(true)
+    );
+    // verify-full: the snakeoil certificate names the host, not 127.0.0.1.
+    let full = connect(url_with(&s.url, "sslmode=verify-full"), Some(SNAKEOIL)).await;
+    assert!(
+        full.as_ref().is_err_and(|e| e.contains("cannot connect")),
+        "{full:?}"
+    );
+    // verify-ca against a CA that did not sign it: refused.
+    let dir = temp_dir("pgtls");
+    let pki = Pki::generate(&dir);
+    let wrong = connect(
+        url_with(&s.url, "sslmode=verify-ca"),
+        Some(pki.ca.to_str().unwrap()),
+    )
+    .await;
+    assert!(wrong.is_err(), "{wrong:?}");
+    // A worker runs with verify-ca end to end.
+    let cfg = s.config(&[
+        ("database_url", &url_with(&s.url, "sslmode=verify-ca")),
+        ("database_ca_file", SNAKEOIL),
+        ("notify_mode", "off"),
+    ]);
+    let index = common::unique("pgtls");
+    let w = InProcessWorker::start(cfg);
+    s.insert(&[(index.as_str(), "d", "index", Some(json!({"n": 1})), None)])
+        .await;
+    s.wait_drained(Duration::from_secs(20)).await;
+    w.stop().await;
+    assert_eq!(Engine::new().count(&index).await, 1);
+}
+
+fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(common::unique(prefix));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl CLI).
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn generate(dir: &Path) -> Pki {
+        let p = |n: &str| dir.join(n);
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=outbox test CA",
+            ])
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.pem")));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.csr")));
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(p("server.csr"))
+            .arg("-CA")
+            .arg(p("ca.pem"))
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("server.pem"))
+            .arg("-extfile")
+            .arg(p("ext.cnf")));
+        Pki {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+        }
+    }
+}
+
+/// nginx terminating TLS in front of the real engine: one port demands basic auth, the
+/// other an API key; both pass what they accept on to the engine.
+struct Nginx {
+    child: Child,
+    basic_port: u16,
+    key_port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const USER: &str = "elastic";
+const PASSWORD: &str = "pw-s3cret";
+const API_KEY: &str = "a2V5LXMzY3JldA==";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    fn start(dir: &Path, pki: &Pki) -> Nginx {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is installed by scripts/test.sh");
+        let hash = Command::new("openssl")
+            .args(["passwd", "-apr1", PASSWORD])
+            .output()
+            .unwrap();
+        std::fs::write(
+            dir.join("htpasswd"),
+            format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout)),
+        )
+        .unwrap();
+        let (basic_port, key_port) = (free_port(), free_port());
+        let upstream = common::engine_url();
+        let d = dir.display();
+        let tls = format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            pki.cert.display(),
+            pki.key.display()
+        );
+        let conf = format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{}}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  client_max_body_size 100m;
+  server {{ listen 127.0.0.1:{basic_port} ssl; {tls}
+    location / {{ auth_basic \"engine\"; auth_basic_user_file {d}/htpasswd; proxy_pass {upstream}; }} }}
+  server {{ listen 127.0.0.1:{key_port} ssl; {tls}
+    location / {{ if ($http_authorization != \"ApiKey {API_KEY}\") {{ return 401; }} proxy_pass {upstream}; }} }}
+}}"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", key_port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            basic_port,
+            key_port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+async fn deliver(s: &TestSchema, extra: &[(&str, &str)], index: &str) -> (i64, i64) {
+    let w = InProcessWorker::start(s.config(extra));
+    s.insert(&[
+        (index, "d1", "index", Some(json!({"n": 1})), None),
+        (index, "d2", "index", Some(json!({"n": 2})), None),
+    ])
+    .await;
+    let start = Instant::now();
+    while s.count("pending").await + s.count("processing").await > 0
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.stop().await;
+    (s.count("pending").await, s.count("failed").await)
+}
+
+#[tokio::test]
+async fn engine_tls_and_auth_through_a_proxy() {
+    let dir = temp_dir("nginx");
+    let pki = Pki::generate(&dir);
+    let nginx = Nginx::start(&dir, &pki);
+    let engine = Engine::new();
+    let ca = pki.ca.to_str().unwrap();
+    let basic_url = format!("https://127.0.0.1:{}", nginx.basic_port);
+    let key_url = format!("https://127.0.0.1:{}", nginx.key_port);
+
+    // Basic auth over TLS, the CA given: delivered.
+    let s = TestSchema::new("tls_basic", NotifyMode::Adaptive).await;
+    let index = common::unique("tls_basic");
+    let got = deliver(
+        &s,
+        &[
+            ("elasticsearch_url", &basic_url),
+            ("elasticsearch_ca_file", ca),
+            ("elasticsearch_username", USER),
+            ("elasticsearch_password", PASSWORD),
+        ],
+        &index,
+    )
+    .await;
+    assert_eq!(got, (0, 0));
+    assert_eq!(engine.count(&index).await, 2);
+
+    // API key over TLS: delivered.
+    let s = TestSchema::new("tls_key", NotifyMode::Adaptive).await;
+    let index = common::unique("tls_key");
+    let got = deliver(
+        &s,
+        &[
+            ("elasticsearch_url", &key_url),
+            ("elasticsearch_ca_file", ca),
+            ("elasticsearch_api_key", API_KEY),
+        ],
+        &index,
+    )
+    .await;
+    assert_eq!(got, (0, 0));
+    assert_eq!(engine.count(&index).await, 2);
+
+    // A wrong password: the proxy answers 401; events are retried (never failed: it is
+    // the operator's problem, not the events'), with the reason recorded.
+    let s = TestSchema::new("tls_badpw", NotifyMode::Adaptive).await;
+    let index = common::unique("tls_badpw");
+    let (pending, failed) = deliver(
+        &s,
+        &[
+            ("elasticsearch_url", &basic_url),
+            ("elasticsearch_ca_file", ca),
+            ("elasticsearch_username", USER),
+            ("elasticsearch_password", "wrong"),
+        ],
+        &index,
+    )
+    .await;
+    assert_eq!((pending, failed), (2, 0));
+    let reason: Option<String> = s
+        .client()
+        .await
+        .query_one("SELECT max(error_reason) FROM outbox_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason.as_deref(), Some("unauthorized"));
+    // A wrong API key: likewise.
+    let s = TestSchema::new("tls_badkey", NotifyMode::Adaptive).await;
+    let (pending, failed) = deliver(
+        &s,
+        &[
+            ("elasticsearch_url", &key_url),
+            ("elasticsearch_ca_file", ca),
+            ("elasticsearch_api_key", "d3Jvbmc="),
+        ],
+        &common::unique("tls_badkey"),
+    )
+    .await;
+    assert_eq!((pending, failed), (2, 0));
+
+    // Without our CA the certificate is not trusted: nothing is sent, everything retried.
+    let s = TestSchema::new("tls_noca", NotifyMode::Adaptive).await;
+    let index = common::unique("tls_noca");
+    let before = nginx.access_log().lines().count();
+    let (pending, failed) = deliver(
+        &s,
+        &[
+            ("elasticsearch_url", &key_url),
+            ("elasticsearch_api_key", API_KEY),
+        ],
+        &index,
+    )
+    .await;
+    assert_eq!((pending, failed), (2, 0));
+    assert_eq!(
+        nginx.access_log().lines().count(),
+        before,
+        "no request got through an untrusted TLS session"
+    );
+    let reason: Option<String> = s
+        .client()
+        .await
+        .query_one("SELECT max(error_reason) FROM outbox_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        matches!(
+            reason.as_deref(),
+            Some("engine_unreachable" | "connection_error")
+        ),
+        "{reason:?}"
+    );
+    // The proxy saw both credentials it accepted and refused; secrets never in our errors.
+    let errors: Vec<String> = s
+        .client()
+        .await
+        .query("SELECT error FROM outbox_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.contains(API_KEY) && !e.contains(PASSWORD))
+    );
+}
+
+#[tokio::test]
+async fn least_privilege_roles_are_enough() {
+    let s = TestSchema::new("roles", NotifyMode::Adaptive).await;
+    let admin = common::connect(&common::pg_base_url()).await;
+    let worker = common::unique("r_worker");
+    let operator = common::unique("r_operator");
+    let producer = common::unique("r_producer");
+    for r in [&worker, &operator, &producer] {
+        admin
+            .batch_execute(&format!("CREATE ROLE {r} LOGIN PASSWORD 'pw'"))
+            .await
+            .unwrap();
+    }
+    let grants = include_str!("../docs/roles.sql")
+        .replace(":\"schema\"", &s.name)
+        .replace(":\"worker\"", &worker)
+        .replace(":\"operator\"", &operator)
+        .replace(":\"producer\"", &producer);
+    s.client().await.batch_execute(&grants).await.unwrap();
+    let as_role = |role: &str| {
+        let base = common::pg_base_url();
+        let url = url::Url::parse(&base).unwrap();
+        format!(
+            "postgres://{role}:pw@{}:{}{}?options=-c%20search_path%3D{}",
+            url.host_str().unwrap(),
+            url.port().unwrap_or(5432),
+            url.path(),
+            s.name
+        )
+    };
+    let index = common::unique("roles");
+    let cfg = s.config(&[("database_url", &as_role(&worker))]);
+    let w = InProcessWorker::start(cfg);
+    // The producer role inserts while the worker waits (the trigger runs as its owner).
+    let prod = common::connect(&as_role(&producer)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 0..5 {
+        prod.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, $2, 'index', $3)",
+            &[&index, &format!("d{n}"), &json!({"n": n})]).await.unwrap();
+    }
+    prod.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'bad', 'index', '[1]')", &[&index]).await.unwrap();
+    s.wait_drained(Duration::from_secs(20)).await;
+    w.stop().await;
+    assert_eq!(Engine::new().count(&index).await, 5);
+    // The worker role can do no more than it needs.
+    let wc = common::connect(&as_role(&worker)).await;
+    let denied = wc
+        .execute(
+            "INSERT INTO outbox_events (index_name, doc_id, op) VALUES ('x','y','index')",
+            &[],
+        )
+        .await;
+    assert!(denied.unwrap_err().to_string().contains("db error"));
+    assert!(wc.batch_execute("TRUNCATE outbox_events").await.is_err());
+    assert!(
+        wc.batch_execute("DELETE FROM outbox_replay_audit")
+            .await
+            .is_err()
+    );
+    assert!(
+        prod.query("SELECT * FROM outbox_events", &[])
+            .await
+            .is_err(),
+        "producers cannot read the outbox"
+    );
+    // The operator role replays (and audits).
+    let out = Command::new(common::binary())
+        .args([
+            "replay",
+            "--error-reason",
+            "invalid_event",
+            "--reason",
+            "role test",
+            "--json",
+        ])
+        .env("OUTBOX_DATABASE_URL", as_role(&operator))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["count"],
+        1
+    );
+    drop((wc, prod));
+    for r in [&worker, &operator, &producer] {
+        admin
+            .batch_execute(&format!("DROP OWNED BY {r}; DROP ROLE {r}"))
+            .await
+            .ok();
+    }
+}
