@@ -458,3 +458,91 @@ async fn repeated_reclaims_end_in_lease_expired() {
         Some(("failed".into(), Some("lease_expired".into())))
     );
 }
+
+/// Wait until the worker has marked itself waiting (it went idle).
+async fn wait_for_mark(s: &TestSchema) {
+    let c = s.client().await;
+    let start = Instant::now();
+    loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM outbox_waiting_workers WHERE expires_at > now()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker never went idle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The adaptive trigger's race: a producer inserted while nobody waited (so its commit does
+/// not notify) and commits just after the worker went idle. The follow-up checks find it
+/// well before the (long) poll.
+#[tokio::test]
+async fn adaptive_race_commit_just_after_idle_is_found_by_follow_ups() {
+    let s = TestSchema::new("race_follow", NotifyMode::Adaptive).await;
+    let index = common::unique("race_follow");
+    let mut producer = s.client().await;
+    let tx = producer.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'x', 'index', '{}')",
+        &[&index],
+    )
+    .await
+    .unwrap();
+    // Only now does a worker start (poll every 60 s) and go idle, marked waiting.
+    let w = InProcessWorker::start(s.config(&[("poll_interval_seconds", "60")]));
+    wait_for_mark(&s).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tx.commit().await.unwrap();
+    // The follow-ups run up to 1 s after idle; the poll is 60 s away.
+    s.wait_drained(Duration::from_secs(5)).await;
+    w.stop().await;
+    assert!(Engine::new().get(&index, "x").await.is_some());
+}
+
+/// The same race, committed after the follow-ups ran out: the poll delivers it within about
+/// one interval; nothing notified it.
+#[tokio::test]
+async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
+    let s = TestSchema::new("race_poll", NotifyMode::Adaptive).await;
+    let index = common::unique("race_poll");
+    let mut producer = s.client().await;
+    let tx = producer.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'y', 'index', '{}')",
+        &[&index],
+    )
+    .await
+    .unwrap();
+    let poll = 4.0;
+    let w = InProcessWorker::start(s.config(&[("poll_interval_seconds", "4")]));
+    wait_for_mark(&s).await;
+    // Past the last follow-up (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tx.commit().await.unwrap();
+    let committed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.count("pending").await,
+        1,
+        "no notification: the insert ran while nobody waited"
+    );
+    // Delivered by the poll: within one interval (+20 % jitter) of the commit, plus slack.
+    s.wait_drained(Duration::from_secs_f64(poll * 1.2 + 2.0))
+        .await;
+    let waited = committed.elapsed();
+    w.stop().await;
+    assert!(
+        Engine::new().get(&index, "y").await.is_some(),
+        "delivered after {waited:?}"
+    );
+}
