@@ -31,10 +31,20 @@ pub async fn run(
     let pool = db::pool(&cfg, cfg.concurrency + 4).context("database pool")?;
     // Fail fast on an unreachable database or a missing schema: one clear line.
     {
-        let c = pool.get().await.context("cannot connect to the database")?;
+        let c = pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => {
+                anyhow::anyhow!("cannot connect to the database: {}", db::error_text(&e))
+            }
+            other => anyhow::anyhow!("cannot connect to the database: {other}"),
+        })?;
         c.query_one("SELECT count(*) FROM outbox_events WHERE false", &[])
             .await
-            .context("outbox_events is not readable: run `outbox-worker migrate` first")?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "outbox_events is not readable ({}): run `outbox-worker migrate` first",
+                    db::error_text(&e)
+                )
+            })?;
     }
     let client = BulkClient::new(&cfg)?;
     let health = Arc::new(Health::default());
