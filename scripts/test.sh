@@ -25,5 +25,9 @@ echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== tests"
+echo "== alert rules (promtool), dashboard and compose checks"
+scripts/promtool.sh
+
+echo "== tests (labs at CI size: LABS_SCALE=ci)"
+export LABS_SCALE=ci
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

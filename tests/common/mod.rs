@@ -340,3 +340,243 @@ pub fn spawn_worker_process(env: &[(String, String)], extra: &[(&str, &str)]) ->
     }
     cmd.spawn().expect("spawn worker")
 }
+
+/// The fault-injecting proxy (src/bin/fault-proxy) in front of the real engine.
+pub struct FaultProxy {
+    pub url: String,
+    pub control: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl FaultProxy {
+    pub fn start() -> FaultProxy {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fault-proxy"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--control",
+                "127.0.0.1:0",
+                "--upstream",
+            ])
+            .arg(engine_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fault-proxy");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "fault-proxy listening on ADDR upstream URL control ADDR"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let listen = words[3].to_string();
+        let control = words[7].to_string();
+        FaultProxy {
+            url: format!("http://{listen}"),
+            control: format!("http://{control}"),
+            child,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn set(&self, fault: Value) {
+        let r = self
+            .http
+            .put(format!("{}/fault", self.control))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "set fault {fault}: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    pub async fn clear(&self) {
+        self.http
+            .delete(format!("{}/fault", self.control))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http
+            .get(format!("{}/stats", self.control))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A worker process of the real binary, with its metrics endpoint.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub id: String,
+    pub metrics: String,
+}
+
+impl WorkerProcess {
+    pub fn spawn(env: &[(String, String)], extra: &[(&str, &str)]) -> WorkerProcess {
+        let id = unique("wp");
+        let addr = format!("127.0.0.1:{}", free_port());
+        // Logs kept for a look after a failure: $TMPDIR/<worker id>.log
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{id}.log"))).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.env("OUTBOX_WORKER_ID", &id)
+            .env("OUTBOX_METRICS_ADDR", &addr);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        WorkerProcess {
+            child: cmd.spawn().expect("spawn worker"),
+            id,
+            metrics: format!("http://{addr}/metrics"),
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Wait for the exit; returns the exit code (None if killed by a signal).
+    pub async fn wait(mut self) -> Option<i32> {
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap().code())
+            .await
+            .unwrap()
+    }
+
+    /// The sum of a metric over all its label sets (0 if absent or unreachable).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok(r) = reqwest::get(&self.metrics).await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        metric_sum(&text, name)
+    }
+
+    pub async fn wait_ready(&self) {
+        let ready = self.metrics.replace("/metrics", "/readyz");
+        let start = Instant::now();
+        while reqwest::get(&ready).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "worker {} never ready",
+                self.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of a Prometheus metric's samples in an exposition text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// nginx as a plain HTTP reverse proxy in front of the engine with a request-body limit:
+/// the real way a 413 reaches a worker in production.
+pub struct BodyLimitProxy {
+    pub url: String,
+    child: Child,
+}
+
+impl BodyLimitProxy {
+    pub fn start(limit: &str) -> BodyLimitProxy {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is installed by scripts/test.sh");
+        let dir = std::env::temp_dir().join(unique("nginx413"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  client_max_body_size {limit};
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass {}; }} }}
+}}",
+            engine_url()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        BodyLimitProxy {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for BodyLimitProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
