@@ -132,3 +132,102 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
         );
     }
 }
+
+/// A bulk the engine holds past the grace period: after OUTBOX_SHUTDOWN_GRACE_SECONDS the
+/// worker abandons it, releases its events (attempt refunded) and still exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_over_releases_in_flight_events() {
+    let s = TestSchema::new("grace", NotifyMode::Adaptive).await;
+    let proxy = common::FaultProxy::start();
+    proxy
+        .set(json!({"kind": "delay", "ms": 60000, "path_prefix": "/_bulk"}))
+        .await;
+    let mut env = s.env();
+    env.retain(|(k, _)| k != "OUTBOX_ELASTICSEARCH_URL");
+    env.push(("OUTBOX_ELASTICSEARCH_URL".into(), proxy.url.clone()));
+    let w = common::WorkerProcess::spawn(&env, &[("OUTBOX_SHUTDOWN_GRACE_SECONDS", "2")]);
+    s.insert(&[
+        ("grace", "a", "index", Some(json!({})), None),
+        ("grace", "b", "index", Some(json!({})), None),
+    ])
+    .await;
+    let start = Instant::now();
+    while s.count("processing").await < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.signal("TERM");
+    let signalled = Instant::now();
+    assert_eq!(
+        w.wait().await,
+        Some(0),
+        "a clean exit after the grace period"
+    );
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let c = s.client().await;
+    let rows = c
+        .query(
+            "SELECT status, attempts FROM outbox_events ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![("pending".to_string(), 0), ("pending".to_string(), 0)],
+        "released, attempt refunded"
+    );
+}
+
+/// A second signal exits at once, leaving the lease to expire; the reclaimer of another
+/// worker then recovers the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
+    let s = TestSchema::new("twice", NotifyMode::Adaptive).await;
+    let index = common::unique("twice");
+    let proxy = common::FaultProxy::start();
+    proxy
+        .set(json!({"kind": "delay", "ms": 60000, "path_prefix": "/_bulk"}))
+        .await;
+    let mut env = s.env();
+    env.retain(|(k, _)| {
+        k != "OUTBOX_ELASTICSEARCH_URL"
+            && k != "OUTBOX_LEASE_SECONDS"
+            && k != "OUTBOX_REQUEST_TIMEOUT_SECONDS"
+    });
+    let lease = [
+        ("OUTBOX_LEASE_SECONDS", "3"),
+        ("OUTBOX_REQUEST_TIMEOUT_SECONDS", "2"),
+        ("OUTBOX_SHUTDOWN_GRACE_SECONDS", "30"),
+    ];
+    let mut via_proxy = env.clone();
+    via_proxy.push(("OUTBOX_ELASTICSEARCH_URL".into(), proxy.url.clone()));
+    let w = common::WorkerProcess::spawn(&via_proxy, &lease);
+    s.insert(&[(index.as_str(), "a", "index", Some(json!({"n": 1})), None)])
+        .await;
+    let start = Instant::now();
+    while s.count("processing").await < 1 {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.signal("TERM");
+    let signalled = Instant::now();
+    assert_eq!(w.wait().await, Some(130), "the second signal exits at once");
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    assert_eq!(s.count("processing").await, 1, "left under its lease");
+    let mut direct = env.clone();
+    direct.push(("OUTBOX_ELASTICSEARCH_URL".into(), common::engine_url()));
+    let rescuer = common::WorkerProcess::spawn(&direct, &lease);
+    s.wait_drained(Duration::from_secs(30)).await;
+    assert_eq!(s.total().await, 0);
+    assert!(Engine::new().get(&index, "a").await.is_some());
+    rescuer.signal("TERM");
+    assert_eq!(rescuer.wait().await, Some(0));
+}
