@@ -30,4 +30,15 @@ scripts/promtool.sh
 
 echo "== tests (labs at CI size: LABS_SCALE=ci)"
 export LABS_SCALE=ci
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# Benches are not run here: make bench runs them (they need their own database).
+cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+
+# The second engine: Elasticsearch's own test distribution, on another port, for the
+# tests that talk to the engine about documents and errors. SKIP_ELASTICSEARCH=1 skips it.
+if [ -z "${SKIP_ELASTICSEARCH:-}" ]; then
+  echo "== engine, pipeline and bad-input tests against Elasticsearch"
+  ENGINE=elasticsearch ENGINE_PORT=9201 scripts/engine.sh start
+  OUTBOX_TEST_ELASTICSEARCH_URL="$(ENGINE=elasticsearch ENGINE_PORT=9201 scripts/engine.sh url)" \
+    cargo test --locked --test engine --test pipeline --test bad_inputs -- --test-threads="${TEST_THREADS:-4}"
+  ENGINE=elasticsearch scripts/engine.sh stop
+fi
