@@ -10,6 +10,9 @@ use crate::{config::Config, db::DbError, metrics as m, sql};
 
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Counts up to this are exact; larger ones come from the planner's estimate.
+pub const EXACT_COUNT_LIMIT: i64 = 100_000;
+
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Gauges {
     pub lag_events: i64,
@@ -25,16 +28,35 @@ pub async fn sample(pool: &Pool, cfg: &Config) -> Result<Gauges, DbError> {
     let client = pool.get().await?;
     let stmt = client.prepare_cached(sql::SAMPLE_GAUGES).await?;
     let r = client
-        .query_one(&stmt, &[&cfg.max_processing.as_secs_f64()])
+        .query_one(
+            &stmt,
+            &[&cfg.max_processing.as_secs_f64(), &EXACT_COUNT_LIMIT],
+        )
         .await?;
+    let mut lag_events: i64 = r.get(0);
+    let mut failed_events: i64 = r.get(4);
+    if lag_events > EXACT_COUNT_LIMIT {
+        lag_events = estimate(&client, sql::ESTIMATE_LAG).await?.max(lag_events);
+    }
+    if failed_events > EXACT_COUNT_LIMIT {
+        failed_events = estimate(&client, sql::ESTIMATE_FAILED)
+            .await?
+            .max(failed_events);
+    }
     Ok(Gauges {
-        lag_events: r.get(0),
+        lag_events,
         oldest_age_seconds: r.get::<_, Option<f64>>(1).unwrap_or(0.0).max(0.0),
         inflight_events: r.get(2),
         stuck_events: r.get(3),
-        failed_events: r.get(4),
+        failed_events,
         replayed_events: r.get(5),
     })
+}
+
+/// The planner's row estimate of an `EXPLAIN (FORMAT JSON)` statement.
+async fn estimate(client: &deadpool_postgres::Client, explain: &str) -> Result<i64, DbError> {
+    let plan: serde_json::Value = client.query_one(explain, &[]).await?.get(0);
+    Ok(plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as i64)
 }
 
 pub async fn run(cfg: Arc<Config>, pool: Pool, shutdown: CancellationToken) {

@@ -20,3 +20,5 @@ pub const STATS_OLDEST_PENDING: &str = include_str!("../sql/stats_oldest_pending
 pub const REPLAY_SELECT: &str = include_str!("../sql/replay_select.sql");
 pub const REPLAY: &str = include_str!("../sql/replay.sql");
 pub const REPLAY_AUDIT: &str = include_str!("../sql/replay_audit.sql");
+pub const ESTIMATE_LAG: &str = include_str!("../sql/estimate_lag.sql");
+pub const ESTIMATE_FAILED: &str = include_str!("../sql/estimate_failed.sql");

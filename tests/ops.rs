@@ -331,3 +331,41 @@ async fn metrics_health_and_no_secrets_in_logs() {
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }
+
+/// The gauges stay cheap on a large table: exact below the limit, the planner's estimate
+/// above it (no full count of a huge failed pile every few seconds).
+#[tokio::test]
+async fn gauges_are_exact_when_small_and_estimated_when_huge() {
+    use outbox_worker::sampler::{EXACT_COUNT_LIMIT, sample};
+    let s = TestSchema::new("gauges", NotifyMode::Off).await;
+    let cfg = s.config(&[]);
+    let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
+    let c = s.client().await;
+    c.execute(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload) SELECT 'i', g::text, 'index', '{}' FROM generate_series(1, 7) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    let g = sample(&pool, &cfg).await.unwrap();
+    assert_eq!((g.lag_events, g.failed_events, g.stuck_events), (7, 0, 0));
+    assert!(g.oldest_age_seconds >= 0.0 && g.oldest_age_seconds < 60.0);
+
+    let huge = EXACT_COUNT_LIMIT + EXACT_COUNT_LIMIT / 2;
+    c.execute(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload, status, error_reason, failed_at)
+         SELECT 'i', g::text, 'index', '{}', 'failed', 'mapper_parsing_exception', now() FROM generate_series(1, $1::bigint) g",
+        &[&huge],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("ANALYZE outbox_events").await.unwrap();
+    let g = sample(&pool, &cfg).await.unwrap();
+    assert_eq!(g.lag_events, 7, "small counts stay exact");
+    let error = (g.failed_events - huge).abs() as f64 / huge as f64;
+    assert!(
+        g.failed_events > EXACT_COUNT_LIMIT && error < 0.1,
+        "estimate {} for {huge}",
+        g.failed_events
+    );
+}
