@@ -17,6 +17,7 @@ pub mod bulk;
 pub mod claim;
 pub mod config;
 pub mod db;
+pub mod error_chain;
 pub mod event;
 pub mod listener;
 pub mod metrics;

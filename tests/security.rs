@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -167,100 +167,60 @@ impl Pki {
 
 /// nginx terminating TLS in front of the real engine: one port demands basic auth, the
 /// other an API key; both pass what they accept on to the engine.
-struct Nginx {
-    child: Child,
+struct TlsProxy {
+    nginx: common::Nginx,
     basic_port: u16,
     key_port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const USER: &str = "elastic";
 const PASSWORD: &str = "pw-s3cret";
 const API_KEY: &str = "a2V5LXMzY3JldA==";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Nginx {
-    fn start(dir: &Path, pki: &Pki) -> Nginx {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is installed by scripts/test.sh");
+impl TlsProxy {
+    fn start(dir: &Path, pki: &Pki) -> TlsProxy {
         let hash = Command::new("openssl")
             .args(["passwd", "-apr1", PASSWORD])
             .output()
             .unwrap();
+        let htpasswd = dir.join("htpasswd");
         std::fs::write(
-            dir.join("htpasswd"),
+            &htpasswd,
             format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout)),
         )
         .unwrap();
-        let (basic_port, key_port) = (free_port(), free_port());
+        let (basic_port, key_port) = (common::free_port(), common::free_port());
         let upstream = common::engine_url();
-        let d = dir.display();
         let tls = format!(
             "ssl_certificate {}; ssl_certificate_key {};",
             pki.cert.display(),
             pki.key.display()
         );
-        let conf = format!(
-            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
-events {{}}
-http {{
-  access_log {d}/access.log;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  client_max_body_size 100m;
-  server {{ listen 127.0.0.1:{basic_port} ssl; {tls}
-    location / {{ auth_basic \"engine\"; auth_basic_user_file {d}/htpasswd; proxy_pass {upstream}; }} }}
-  server {{ listen 127.0.0.1:{key_port} ssl; {tls}
-    location / {{ if ($http_authorization != \"ApiKey {API_KEY}\") {{ return 401; }} proxy_pass {upstream}; }} }}
-}}"
+        let servers = [
+            format!(
+                "server {{ listen 127.0.0.1:{basic_port} ssl; {tls}
+    location / {{ auth_basic \"engine\"; auth_basic_user_file {}; proxy_pass {upstream}; }} }}",
+                htpasswd.display()
+            ),
+            format!(
+                "server {{ listen 127.0.0.1:{key_port} ssl; {tls}
+    location / {{ if ($http_authorization != \"ApiKey {API_KEY}\") {{ return 401; }} proxy_pass {upstream}; }} }}"
+            ),
+        ];
+        let nginx = common::Nginx::start(
+            "access_log {dir}/access.log; client_max_body_size 100m;",
+            &servers,
+            key_port,
         );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(nginx)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", key_port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx {
-            child,
+        TlsProxy {
+            nginx,
             basic_port,
             key_port,
-            dir: dir.to_path_buf(),
         }
     }
 
     fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+        self.nginx.access_log()
     }
 }
 
@@ -285,7 +245,7 @@ async fn deliver(s: &TestSchema, extra: &[(&str, &str)], index: &str) -> (i64, i
 async fn engine_tls_and_auth_through_a_proxy() {
     let dir = temp_dir("nginx");
     let pki = Pki::generate(&dir);
-    let nginx = Nginx::start(&dir, &pki);
+    let nginx = TlsProxy::start(&dir, &pki);
     let engine = Engine::new();
     let ca = pki.ca.to_str().unwrap();
     let basic_url = format!("https://127.0.0.1:{}", nginx.basic_port);

@@ -136,14 +136,7 @@ impl BulkClient {
 
 fn describe_transport(e: &reqwest::Error) -> String {
     // reqwest errors name the URL, never the credentials (they live in headers).
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    bound(text)
+    bound(crate::error_chain::error_chain(e))
 }
 
 fn transport_failure(e: &reqwest::Error) -> RequestOutcome {
