@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -18,10 +17,10 @@ use serde_json::{Value, json};
 
 use common::{BodyLimitProxy, Engine, FaultProxy, TestSchema, WorkerProcess};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn lock() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 fn full() -> bool {
@@ -100,7 +99,7 @@ fn claims_bound(outage: Duration, concurrency: u32) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
-    let _one = lock();
+    let _one = lock().await;
     let s = TestSchema::new("v1", NotifyMode::Adaptive).await;
     let index = common::unique("v1");
     let proxy = FaultProxy::start();
@@ -192,7 +191,7 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
-    let _one = lock();
+    let _one = lock().await;
     let s = TestSchema::new("v2", NotifyMode::Adaptive).await;
     let index = common::unique("v2");
     let engine = Engine::new();
@@ -355,7 +354,7 @@ async fn wait_processing(s: &TestSchema, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
-    let _one = lock();
+    let _one = lock().await;
     let docs = if full() { 200 } else { 50 };
     let lease = [
         ("OUTBOX_LEASE_SECONDS", "4"),
@@ -559,7 +558,7 @@ async fn assert_newest(index: &str, newest: &HashMap<i64, i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v4_rolling_restart_under_load_loses_nothing() {
-    let _one = lock();
+    let _one = lock().await;
     let s = TestSchema::new("v4", NotifyMode::Adaptive).await;
     let index = common::unique("v4");
     let (rate, rounds) = if full() { (1000, 6) } else { (300, 3) };
@@ -635,7 +634,7 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_faults_connection_kills_and_a_restart_are_survived() {
-    let _one = lock();
+    let _one = lock().await;
     let s = TestSchema::new("pgf", NotifyMode::Adaptive).await;
     let index = common::unique("pgf");
     let env = worker_env(&s, &common::engine_url(), &[]);
