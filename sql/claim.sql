@@ -30,5 +30,5 @@ SET status = 'processing',
 FROM picked
 WHERE e.id = picked.id AND e.status = 'pending'
 RETURNING e.id, e.index_name, e.doc_id, e.op, e.payload::text AS payload,
-          COALESCE(e.doc_version, e.id) AS version, e.attempts,
+          COALESCE(e.doc_version, e.id) AS version, e.attempts, e.deferrals,
           extract(epoch FROM e.created_at)::float8 AS created_epoch

@@ -1,5 +1,5 @@
 -- replay: failed -> pending for the events the filter matches (same parameters as
--- replay_select), attempts reset, replay_count + 1, and the audit row, all in one statement
+-- replay_select), attempts and deferrals reset, replay_count + 1, and the audit row, all in one statement
 -- (so in one transaction). $7 actor, $8 reason text, $9 the filter as JSON.
 WITH picked AS (
     SELECT id FROM outbox_events
@@ -14,7 +14,7 @@ WITH picked AS (
     FOR UPDATE
 ), moved AS (
     UPDATE outbox_events AS e
-    SET status = 'pending', attempts = 0, next_retry_at = NULL, replay_count = e.replay_count + 1,
+    SET status = 'pending', attempts = 0, deferrals = 0, next_retry_at = NULL, replay_count = e.replay_count + 1,
         error_reason = NULL, error = NULL, failed_at = NULL,
         lease_owner = NULL, lease_expires_at = NULL, processing_started_at = NULL
     FROM picked

@@ -16,6 +16,9 @@ pub struct ClaimedEvent {
     pub version: i64,
     /// The attempt number this claim made; the fencing token of every later write.
     pub attempts: i32,
+    /// Retries that were not the event's fault (outages, overload); they grow the backoff
+    /// but never count against OUTBOX_MAX_ATTEMPTS.
+    pub deferrals: i32,
     /// Insert time, seconds since the epoch, for the end-to-end latency histogram.
     pub created_epoch: f64,
 }
@@ -30,6 +33,7 @@ impl ClaimedEvent {
             payload: row.get("payload"),
             version: row.get("version"),
             attempts: row.get("attempts"),
+            deferrals: row.get("deferrals"),
             created_epoch: row.get("created_epoch"),
         }
     }
@@ -116,6 +120,7 @@ pub(crate) fn ev(id: i64, doc: &str, version: i64) -> ClaimedEvent {
         payload: Some(format!("{{\"v\":{version}}}")),
         version,
         attempts: 1,
+        deferrals: 0,
         created_epoch: 0.0,
     }
 }

@@ -57,7 +57,7 @@ async fn listen_once(
             match messages.next().await {
                 Some(Ok(AsyncMessage::Notification(_))) => notify_waker.wake("notification"),
                 Some(Ok(_)) => {}
-                Some(Err(e)) => break e.to_string(),
+                Some(Err(e)) => break db::error_text(&e),
                 None => break "closed by the server".to_string(),
             }
         };
@@ -67,7 +67,7 @@ async fn listen_once(
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
-        .map_err(|e| format!("LISTEN: {e}"))?;
+        .map_err(|e| format!("LISTEN: {}", db::error_text(&e)))?;
     health.set_listen_up(true);
     info!(
         channel = CHANNEL,
@@ -92,7 +92,7 @@ async fn listen_once(
             _ = tokio::time::sleep(PING_INTERVAL) => {
                 match tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(format!("ping: {e}")),
+                    Ok(Err(e)) => return Err(format!("ping: {}", db::error_text(&e))),
                     Err(_) => return Err(format!("ping: no answer within {PING_TIMEOUT:?} (half-open socket?)")),
                 }
             }

@@ -91,6 +91,17 @@ enum Command {
     },
 }
 
+/// Print a line; if the reader went away (`... | head`), stop quietly instead of panicking.
+macro_rules! emit {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, $($arg)*).and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut cfg = match Config::load(cli.config.as_deref()) {
@@ -122,7 +133,7 @@ fn main() -> ExitCode {
                 }
                 let mut client = db::connect_simple(&cfg, "migrate").await?;
                 let report = migrate::migrate(&mut client, cfg.notify_mode).await?;
-                println!(
+                emit!(
                     "migrated: applied [{}], already applied [{}], trigger mode {}",
                     report.applied.join(", "),
                     report.already.join(", "),
@@ -131,16 +142,16 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Config => {
-                println!("{}", serde_json::to_string_pretty(&cfg.redacted_json())?);
+                emit!("{}", serde_json::to_string_pretty(&cfg.redacted_json())?);
                 Ok(())
             }
             Command::Stats { json } => {
                 let client = db::connect_simple(&cfg, "stats").await?;
                 let stats = outbox_worker::stats::collect(&client, &cfg).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                    emit!("{}", serde_json::to_string_pretty(&stats)?);
                 } else {
-                    print!("{}", outbox_worker::stats::render(&stats));
+                    emit!("{}", outbox_worker::stats::render(&stats).trim_end());
                 }
                 Ok(())
             }
@@ -167,13 +178,13 @@ fn main() -> ExitCode {
                 if dry_run {
                     let d = replay::dry_run(&client, &filter).await?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&d)?);
+                        emit!("{}", serde_json::to_string_pretty(&d)?);
                     } else {
-                        println!("dry run: {} failed events would be replayed (limit {}); nothing changed", d.matched, limit);
+                        emit!("dry run: {} failed events would be replayed (limit {}); nothing changed", d.matched, limit);
                         for (reason, n) in &d.by_reason {
-                            println!("  {reason}: {n}");
+                            emit!("  {reason}: {n}");
                         }
-                        println!("  ids: {:?}{}", d.sample_ids, if d.matched > d.sample_ids.len() { " ..." } else { "" });
+                        emit!("  ids: {:?}{}", d.sample_ids, if d.matched > d.sample_ids.len() { " ..." } else { "" });
                     }
                     return Ok(());
                 }
@@ -183,9 +194,9 @@ fn main() -> ExitCode {
                 let actor = actor.unwrap_or_else(replay::os_user);
                 let r = replay::execute(&client, &filter, &actor, &reason).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
+                    emit!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
-                    println!("replayed {} events (audit #{} by {actor}): {:?}", r.count, r.audit_id, r.ids);
+                    emit!("replayed {} events (audit #{} by {actor}): {:?}", r.count, r.audit_id, r.ids);
                 }
                 Ok(())
             }
@@ -193,12 +204,12 @@ fn main() -> ExitCode {
                 let client = db::connect_simple(&cfg, "audit").await?;
                 let rows = outbox_worker::replay::audit_trail(&client, limit).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    emit!("{}", serde_json::to_string_pretty(&rows)?);
                 } else if rows.is_empty() {
-                    println!("no replays yet");
+                    emit!("no replays yet");
                 } else {
                     for r in rows {
-                        println!(
+                        emit!(
                             "#{} {} by {}: {} events, reason {:?}, filter {}, ids {:?}",
                             r.id,
                             r.replayed_at.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -215,9 +226,9 @@ fn main() -> ExitCode {
             Command::Produce { opts, json } => {
                 let report = producer::produce(&cfg, &opts).await?;
                 if json {
-                    println!("{}", serde_json::to_string(&report)?);
+                    emit!("{}", serde_json::to_string(&report)?);
                 } else {
-                    println!(
+                    emit!(
                         "produced {} events in {} transactions over {:.1}s ({:.0} events/s, {} errors)",
                         report.events, report.transactions, report.elapsed_seconds, report.events_per_second, report.errors
                     );

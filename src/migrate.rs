@@ -7,10 +7,16 @@ use tokio_postgres::Client;
 use crate::config::NotifyMode;
 
 /// Migrations in the order they apply; the name is recorded once applied.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_outbox_events",
-    include_str!("../migrations/0001_outbox_events.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_outbox_events",
+        include_str!("../migrations/0001_outbox_events.sql"),
+    ),
+    (
+        "0002_deferrals",
+        include_str!("../migrations/0002_deferrals.sql"),
+    ),
+];
 
 pub const TRIGGER_ADAPTIVE: &str = include_str!("../triggers/notify_adaptive.sql");
 pub const TRIGGER_ALWAYS: &str = include_str!("../triggers/notify_always.sql");

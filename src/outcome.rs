@@ -6,12 +6,23 @@ use deadpool_postgres::Pool;
 
 use crate::{db::DbError, sql};
 
+/// One event going back to pending.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub id: i64,
+    pub attempts: i32,
+    pub delay_seconds: f64,
+    pub reason: String,
+    pub error: String,
+    /// The event's own failure (uses up the attempt), or a deferral (refunds it).
+    pub counted: bool,
+}
+
 /// The decided outcomes of one chunk, by kind.
 #[derive(Debug, Default)]
 pub struct Outcomes {
     pub ack: Vec<(i64, i32)>,
-    /// (id, attempts, delay seconds, reason, error)
-    pub retry: Vec<(i64, i32, f64, String, String)>,
+    pub retry: Vec<Retry>,
     /// (id, attempts, reason, error)
     pub fail: Vec<(i64, i32, String, String)>,
 }
@@ -50,11 +61,12 @@ pub async fn apply(
         note_late(&ids, &applied.acked, &mut applied.late);
     }
     if !o.retry.is_empty() {
-        let ids: Vec<i64> = o.retry.iter().map(|r| r.0).collect();
-        let attempts: Vec<i32> = o.retry.iter().map(|r| r.1).collect();
-        let delays: Vec<f64> = o.retry.iter().map(|r| r.2).collect();
-        let reasons: Vec<&str> = o.retry.iter().map(|r| r.3.as_str()).collect();
-        let errors: Vec<&str> = o.retry.iter().map(|r| r.4.as_str()).collect();
+        let ids: Vec<i64> = o.retry.iter().map(|r| r.id).collect();
+        let attempts: Vec<i32> = o.retry.iter().map(|r| r.attempts).collect();
+        let delays: Vec<f64> = o.retry.iter().map(|r| r.delay_seconds).collect();
+        let reasons: Vec<&str> = o.retry.iter().map(|r| r.reason.as_str()).collect();
+        let errors: Vec<&str> = o.retry.iter().map(|r| r.error.as_str()).collect();
+        let counted: Vec<bool> = o.retry.iter().map(|r| r.counted).collect();
         let stmt = client.prepare_cached(sql::RETRY).await?;
         let rows = client
             .query(
@@ -67,6 +79,7 @@ pub async fn apply(
                     &delays,
                     &reasons,
                     &errors,
+                    &counted,
                 ],
             )
             .await?;

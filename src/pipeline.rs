@@ -379,7 +379,7 @@ impl Pipeline {
         if !early.is_empty() {
             let mut resolved: Vec<&ClaimedEvent> = superseded.iter().collect();
             resolved.extend(invalid.iter());
-            self.apply(&early, &resolved, "superseded").await;
+            self.apply(&early, &resolved, "prepare").await;
             if !superseded.is_empty() {
                 metrics::counter!(m::SUPERSEDED_TOTAL).increment(superseded.len() as u64);
             }
@@ -402,20 +402,22 @@ impl Pipeline {
                     };
                     metrics::counter!(m::ACKED_TOTAL, "kind" => label).increment(1);
                 }
-                ItemOutcome::Retry { reason, error } => {
+                ItemOutcome::Retry { reason, error } | ItemOutcome::Defer { reason, error } => {
+                    // The backoff grows with every retry, counted or not, so nothing spins.
                     let delay = backoff::retry_delay(
-                        e.attempts,
+                        e.attempts + e.deferrals,
                         self.cfg.base_backoff,
                         self.cfg.max_backoff,
                         &mut rand::rng(),
                     );
-                    o.retry.push((
-                        e.id,
-                        e.attempts,
-                        delay.as_secs_f64(),
-                        reason.clone(),
-                        error.clone(),
-                    ));
+                    o.retry.push(outcome::Retry {
+                        id: e.id,
+                        attempts: e.attempts,
+                        delay_seconds: delay.as_secs_f64(),
+                        reason: reason.clone(),
+                        error: error.clone(),
+                        counted: matches!(outcome, ItemOutcome::Retry { .. }),
+                    });
                 }
                 ItemOutcome::Fail { reason, error } => {
                     o.fail
@@ -473,7 +475,7 @@ impl Pipeline {
                     } else {
                         warn!(%reason, %error, events = events.len(), pause_ms = pause.as_millis() as u64, "bulk request failed as a whole; retrying its events");
                     }
-                    let outcome = ItemOutcome::Retry { reason, error };
+                    let outcome = ItemOutcome::Defer { reason, error };
                     events
                         .into_iter()
                         .map(|(e, _)| (e, outcome.clone()))

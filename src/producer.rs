@@ -158,7 +158,7 @@ pub async fn produce(cfg: &Config, opts: &ProduceOptions) -> anyhow::Result<Prod
                     }
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "producer transaction failed");
+                        tracing::warn!(error = %crate::db::error_text(&e), "producer transaction failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -205,9 +205,15 @@ async fn one_transaction(
     let mut versions = Vec::with_capacity(n);
     client.batch_execute("BEGIN").await?;
     let result: Result<(), tokio_postgres::Error> = async {
-        for _ in 0..n {
-            let id = rng.random_range(0..opts.docs.max(1)) as i64;
-            let delete = rng.random_bool(opts.delete_ratio.clamp(0.0, 1.0));
+        let mut picks: Vec<(i64, bool)> = (0..n)
+            .map(|_| {
+                let id = rng.random_range(0..opts.docs.max(1)) as i64;
+                (id, rng.random_bool(opts.delete_ratio.clamp(0.0, 1.0)))
+            })
+            .collect();
+        // Rows are locked in id order, so concurrent producers never deadlock on each other.
+        picks.sort_unstable_by_key(|p| p.0);
+        for (id, delete) in picks {
             doc_ids.push(id.to_string());
             if opts.mode == ProduceMode::Outbox {
                 ops.push(if delete { "delete" } else { "index" });

@@ -36,6 +36,7 @@ fn event(
             payload: payload.map(|p| p.to_string()),
             version,
             attempts: 1,
+            deferrals: 0,
             created_epoch: 0.0,
         },
         action,

@@ -137,23 +137,32 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
         tokio::time::sleep(outage / (batches as u32 + 1)).await;
     }
     tokio::time::sleep(outage.saturating_sub(started.elapsed())).await;
-    let during: (i64, i64, i32) = {
+    let during: (i64, i64, i32, i32) = {
         let r = c
             .query_one(
-                "SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE attempts > 0), coalesce(max(attempts), 0)
+                "SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE deferrals > 0),
+                        coalesce(max(attempts + deferrals), 0), coalesce(max(attempts), 0)
                  FROM outbox_events",
                 &[],
             )
             .await
             .unwrap();
-        (r.get(0), r.get(1), r.get(2))
+        (r.get(0), r.get(1), r.get(2), r.get(3))
     };
     let retries = w.metric("outbox_retry_scheduled_total").await;
     let bulk_failures = w
         .metric("outbox_bulk_requests_total{result=\"retry_all\"}")
         .await;
     assert_eq!(during.0, 0, "no event failed because of the outage");
-    assert!(during.1 > 0 && retries > 0.0, "retries were scheduled");
+    assert!(
+        during.1 > 0 && retries > 0.0,
+        "retries were scheduled (as deferrals)"
+    );
+    assert!(
+        during.3 <= 1,
+        "the outage used up no attempt (max attempts {})",
+        during.3
+    );
     let bound = claims_bound(outage, 4);
     assert!(
         during.2 as i64 <= bound,
@@ -180,9 +189,10 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
     assert_eq!(s.total().await, 0);
     assert_documents_at(&index, events, |_| 1).await;
     report(format!(
-        "LAB v1 engine-unavailable: events={events} outage={}s flaps={flaps} bulk_failures={bulk_failures} retries_scheduled={retries} max_attempts_in_outage={} (bound {bound}) drained_after_recovery={:.1}s failed=0 lost=0",
+        "LAB v1 engine-unavailable: events={events} outage={}s flaps={flaps} bulk_failures={bulk_failures} retries_scheduled={retries} max_retries_per_event_in_outage={} (backoff bound {bound}) attempts_used_by_outage={} drained_after_recovery={:.1}s failed=0 lost=0",
         outage.as_secs(),
         during.2,
+        during.3,
         drain.as_secs_f64()
     ));
     w.signal("TERM");

@@ -546,3 +546,55 @@ async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
         "delivered after {waited:?}"
     );
 }
+
+/// An outage is not the events' fault: with OUTBOX_MAX_ATTEMPTS=1 and the engine refusing
+/// connections, nothing fails; the retries are deferrals that grow the backoff; once the
+/// engine is back, everything is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_defers_and_never_fails_events() {
+    let s = TestSchema::new("defer", NotifyMode::Adaptive).await;
+    let index = common::unique("defer");
+    let proxy = common::FaultProxy::start();
+    proxy.set(json!({"kind": "refuse"})).await;
+    let w = InProcessWorker::start(s.config(&[
+        ("elasticsearch_url", &proxy.url),
+        ("max_attempts", "1"),
+        ("request_timeout_seconds", "1"),
+        ("lease_seconds", "5"),
+    ]));
+    let i = index.as_str();
+    s.insert(&[
+        (i, "a", "index", Some(json!({"n": 1})), None),
+        (i, "b", "index", Some(json!({"n": 2})), None),
+    ])
+    .await;
+    let c = s.client().await;
+    let start = Instant::now();
+    loop {
+        let deferred: i32 = c
+            .query_one("SELECT coalesce(min(deferrals), 0) FROM outbox_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if deferred >= 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no deferrals recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.count("failed").await, 0, "an outage never fails an event");
+    let attempts: i32 = c
+        .query_one("SELECT max(attempts) FROM outbox_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(attempts <= 1, "deferrals refund the attempt ({attempts})");
+    proxy.clear().await;
+    s.wait_drained(Duration::from_secs(30)).await;
+    w.stop().await;
+    assert_eq!(s.total().await, 0);
+    assert_eq!(Engine::new().count(i).await, 2);
+}

@@ -22,8 +22,15 @@ pub enum AckKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
     Ack(AckKind),
-    /// Transient: back to pending with a backoff.
+    /// Transient, possibly the event's own doing (an item 5xx): back to pending with a
+    /// backoff, using up an attempt.
     Retry {
+        reason: String,
+        error: String,
+    },
+    /// Not the event's fault (the whole request failed, or the engine is overloaded: an item
+    /// 429): back to pending with a backoff, without using up an attempt.
+    Defer {
         reason: String,
         error: String,
     },
@@ -130,7 +137,7 @@ pub fn classify_item(
             } else {
                 kind
             };
-            ItemOutcome::Retry {
+            ItemOutcome::Defer {
                 reason: reason.to_string(),
                 error: describe(reason, error_reason),
             }
@@ -310,7 +317,7 @@ mod tests {
         assert_eq!(got[1], ItemOutcome::Ack(AckKind::VersionConflict));
         assert_eq!(got[2], ItemOutcome::Ack(AckKind::NotFound));
         assert!(
-            matches!(&got[3], ItemOutcome::Retry { reason, .. } if reason == "es_rejected_execution_exception")
+            matches!(&got[3], ItemOutcome::Defer { reason, .. } if reason == "es_rejected_execution_exception")
         );
         match &got[4] {
             ItemOutcome::Fail { reason, error } => {
@@ -408,7 +415,7 @@ mod tests {
         ));
         assert_eq!(got[0], ItemOutcome::Ack(AckKind::Indexed));
         assert!(
-            matches!(&got[1], ItemOutcome::Retry { reason, .. } if reason == "rejected_execution_exception")
+            matches!(&got[1], ItemOutcome::Defer { reason, .. } if reason == "rejected_execution_exception")
         );
         assert!(
             matches!(&got[2], ItemOutcome::Fail { reason, .. } if reason == "mapper_parsing_exception")
