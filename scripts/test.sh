@@ -31,7 +31,7 @@ scripts/promtool.sh
 echo "== tests (labs at CI size: LABS_SCALE=ci)"
 export LABS_SCALE=ci
 # Benches are not run here: make bench runs them (they need their own database).
-cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
 
 # The second engine: Elasticsearch's own test distribution, on another port, for the
 # tests that talk to the engine about documents and errors. SKIP_ELASTICSEARCH=1 skips it.
