@@ -90,9 +90,7 @@ async fn migrate_twice_and_from_two_processes_at_once() {
     );
     let again = spawn().unwrap();
     assert!(again.status.success());
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("already applied [0001_outbox_events")
-    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already applied [0001_outbox_events"));
     let got = schema_fingerprint(&admin, &name).await;
     let normalise = |v: Vec<String>, schema: &str| -> Vec<String> {
         v.into_iter().map(|s| s.replace(schema, "S")).collect()
