@@ -523,8 +523,10 @@ async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
     )
     .await
     .unwrap();
-    let poll = 4.0;
-    let w = InProcessWorker::start(s.config(&[("poll_interval_seconds", "4")]));
+    // A poll far enough away that a loaded machine cannot blur "after the follow-ups" with
+    // "at the poll" (the poll comes 8-12 s after idle; the commit ~1.5 s after it).
+    let poll = 10.0;
+    let w = InProcessWorker::start(s.config(&[("poll_interval_seconds", "10")]));
     wait_for_mark(&s).await;
     // Past the last follow-up (1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
