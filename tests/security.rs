@@ -224,6 +224,8 @@ impl TlsProxy {
     }
 }
 
+/// Run a worker on two events until they are delivered, or (when they cannot be) until both
+/// have been tried and sent back to pending with a reason; returns (pending, failed).
 async fn deliver(s: &TestSchema, extra: &[(&str, &str)], index: &str) -> (i64, i64) {
     let w = InProcessWorker::start(s.config(extra));
     s.insert(&[
@@ -231,10 +233,28 @@ async fn deliver(s: &TestSchema, extra: &[(&str, &str)], index: &str) -> (i64, i
         (index, "d2", "index", Some(json!({"n": 2})), None),
     ])
     .await;
+    let c = s.client().await;
     let start = Instant::now();
-    while s.count("pending").await + s.count("processing").await > 0
-        && start.elapsed() < Duration::from_secs(3)
-    {
+    loop {
+        let (left, tried): (i64, i64) = {
+            let r = c
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE status <> 'failed'),
+                            count(*) FILTER (WHERE status = 'pending' AND error_reason IS NOT NULL)
+                     FROM outbox_events",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        if left == 0 || tried == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "neither delivered nor retried"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     w.stop().await;
