@@ -120,9 +120,9 @@ fn c10_schema_not_migrated() {
     // A database without the outbox tables: say what to do.
     let (ok, err) = start_with(&[(
         "OUTBOX_DATABASE_URL",
-        &format!(
-            "{}?options=-c%20search_path%3Dnot_migrated_schema",
-            common::pg_base_url()
+        &common::with_param(
+            &common::pg_base_url(),
+            "options=-c%20search_path%3Dnot_migrated_schema",
         ),
     )]);
     assert!(!ok);

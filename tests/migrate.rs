@@ -60,9 +60,9 @@ async fn migrate_twice_and_from_two_processes_at_once() {
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .await
         .unwrap();
-    let url = format!(
-        "{}?options=-c%20search_path%3D{name}",
-        common::pg_base_url()
+    let url = common::with_param(
+        &common::pg_base_url(),
+        &format!("options=-c%20search_path%3D{name}"),
     );
     let spawn = || {
         std::process::Command::new(common::binary())

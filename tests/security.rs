@@ -18,8 +18,8 @@ use common::{Engine, InProcessWorker, TestSchema};
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
 fn url_with(base: &str, extra: &str) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}{extra}")
+    // The base may say sslmode=disable; the mode under test comes last and wins.
+    common::with_param(base, extra)
 }
 
 /// Connect with a given URL (and CA file); Ok(encrypted?) or the one-line error.
@@ -47,7 +47,7 @@ async fn postgres_tls_modes() {
         Ok(true)
     );
     assert_eq!(
-        connect(s.url.clone(), None).await,
+        connect(url_with(&s.url, "sslmode=prefer"), None).await,
         Ok(true),
         "prefer uses TLS when offered"
     );

@@ -18,6 +18,12 @@ pub fn pg_base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/outbox_test".into())
 }
 
+/// `url` with one more query parameter.
+pub fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
 pub fn engine_url() -> String {
     std::env::var("OUTBOX_TEST_ELASTICSEARCH_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:9200".into())
@@ -51,8 +57,7 @@ impl TestSchema {
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await
             .expect("create schema");
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        let url = with_param(&base, &format!("options=-c%20search_path%3D{name}"));
         let schema = TestSchema { name, url };
         let mut client = connect(&schema.url).await;
         outbox_worker::migrate::migrate(&mut client, mode)
