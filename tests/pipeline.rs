@@ -524,12 +524,33 @@ async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
     .await
     .unwrap();
     // A poll far enough away that a loaded machine cannot blur "after the follow-ups" with
-    // "at the poll" (the poll comes 8-12 s after idle; the commit ~1.5 s after it).
+    // "at the poll" (the poll comes 8-12 s after idle; the commit ~2.5 s after it).
     let poll = 10.0;
-    let w = InProcessWorker::start(s.config(&[("poll_interval_seconds", "10")]));
+    let cfg = s.config(&[("poll_interval_seconds", "10")]);
+    let listen_app = format!("outbox-worker listen {}", cfg.worker_id);
+    let w = InProcessWorker::start(cfg);
     wait_for_mark(&s).await;
-    // Past the last follow-up (1 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The LISTEN connection's first connect wakes the worker for a catch-up, which ends in
+    // another idle transition with its own follow-ups: wait for it, then past its last
+    // follow-up (1 s).
+    let admin = common::connect(&common::pg_base_url()).await;
+    let start = Instant::now();
+    while admin
+        .query_opt(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = $1",
+            &[&listen_app],
+        )
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listener never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     tx.commit().await.unwrap();
     let committed = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;

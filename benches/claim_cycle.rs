@@ -1,0 +1,199 @@
+//! The database half of the worker: `claim::claim` then `outcome::apply` (ack) of one batch,
+//! against the real PostgreSQL, with no search engine in between (a no-op sink). Throughput
+//! is in events: compare with the end-to-end null-sink drain of `outbox-bench`.
+//!
+//!     OUTBOX_BENCH_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/outbox_bench \
+//!         cargo bench --bench claim_cycle
+//!
+//! The database must exist (scripts/bench.sh creates it). Each run works in a fresh schema
+//! `claimbench_<pid>`, dropped at the end.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use deadpool_postgres::Pool;
+use outbox_worker::{
+    claim,
+    config::{Config, NotifyMode},
+    db, migrate,
+    outcome::{self, Outcomes},
+};
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/outbox_bench";
+const PROJECTION: &str = "search_index_to_elastic";
+const OWNER: &str = "claim-cycle-bench";
+const BATCHES: &[usize] = &[100, 500];
+
+/// Backlog rows shaped like the end-to-end bench's documents (about 300 bytes of jsonb).
+const FILL: &str = "
+INSERT INTO outbox_events (index_name, doc_id, op, payload)
+SELECT 'demo_products', g::text, 'index',
+       jsonb_build_object('id', g, 'name', 'oak lamp ' || g, 'price_cents', (g * 7919) % 100000,
+                          'stock', g % 500, 'tags', jsonb_build_array('steel', 'linen'),
+                          'description', 'a sturdy product number ' || g
+                              || ' with a description long enough to look like a real catalogue entry')
+FROM generate_series(1, $1::bigint) AS g";
+
+struct Db {
+    admin: Client,
+    client: Client,
+    pool: Pool,
+    schema: String,
+    /// Pending rows left: refilled between samples, outside the measured time.
+    pending: usize,
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("claim_cycle: cannot connect to {url}: {e} (run scripts/bench.sh, or set OUTBOX_BENCH_DATABASE_URL)")
+        });
+    tokio::spawn(conn);
+    client
+}
+
+/// `pg_options`: extra settings for the worker-side connections (`-c name=value`, URL-encoded).
+async fn setup(label: &str, pg_options: &str) -> Db {
+    let url = std::env::var("OUTBOX_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let schema = format!("claimbench_{}_{label}", std::process::id());
+    let admin = connect(&url).await;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await
+        .expect("create schema");
+    // Every connection of the worker side sees only this schema.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}{pg_options}");
+    let mut client = connect(&schema_url).await;
+    migrate::migrate(&mut client, NotifyMode::Off)
+        .await
+        .expect("migrate");
+    let cfg = Config::from_pairs([
+        ("database_url", schema_url.as_str()),
+        ("metrics_addr", "off"),
+    ])
+    .expect("config");
+    let pool = db::pool(&cfg, 4).expect("pool");
+    Db {
+        admin,
+        client,
+        pool,
+        schema,
+        pending: 0,
+    }
+}
+
+impl Db {
+    /// Make sure `need` rows are pending. Vacuums first, so every sample starts from a table
+    /// without the dead tuples of earlier samples (as autovacuum would keep it).
+    async fn refill(&mut self, need: usize) {
+        if self.pending >= need {
+            return;
+        }
+        self.client
+            .batch_execute("VACUUM outbox_events")
+            .await
+            .expect("vacuum");
+        let add = (need - self.pending).max(20_000);
+        self.client
+            .execute(FILL, &[&(add as i64)])
+            .await
+            .expect("fill");
+        self.client
+            .batch_execute("ANALYZE outbox_events")
+            .await
+            .expect("analyze");
+        self.pending += add;
+    }
+
+    /// One cycle: claim `batch` events under a lease, ack them all.
+    async fn cycle(&self, batch: usize) -> usize {
+        let events = claim::claim(
+            &self.pool,
+            PROJECTION,
+            batch,
+            OWNER,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("claim");
+        let o = Outcomes {
+            ack: events.iter().map(|e| (e.id, e.attempts)).collect(),
+            ..Outcomes::default()
+        };
+        let applied = outcome::apply(&self.pool, OWNER, 12, &o)
+            .await
+            .expect("ack");
+        assert_eq!(
+            applied.acked.len(),
+            events.len(),
+            "every claimed event acked"
+        );
+        events.len()
+    }
+}
+
+/// The cycle as the worker runs it.
+fn claim_ack(c: &mut Criterion) {
+    cycles(c, "claim_ack", "");
+}
+
+/// The same with every statement planned for its actual parameters. PostgreSQL switches a
+/// prepared statement to a generic plan after five executions; the generic plan of the ack
+/// (`unnest($1)` assumed 10 rows, `status = 'processing'` assumed 1 row) joins every
+/// in-flight row against every acked id, quadratic in the batch size. This group shows what
+/// the cycle costs without that plan (see the bench report).
+fn claim_ack_custom_plans(c: &mut Criterion) {
+    cycles(
+        c,
+        "claim_ack_custom_plans",
+        "%20-c%20plan_cache_mode%3Dforce_custom_plan",
+    );
+}
+
+fn cycles(c: &mut Criterion, group: &str, pg_options: &str) {
+    let rt = Runtime::new().expect("tokio runtime");
+    let mut db = rt.block_on(setup(group, pg_options));
+    let mut g = c.benchmark_group(group);
+    for &batch in BATCHES {
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(BenchmarkId::new("batch", batch), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    db.refill(iters as usize * batch).await;
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        let n = db.cycle(batch).await;
+                        assert_eq!(n, batch, "the backlog never runs dry inside a sample");
+                    }
+                    let took = started.elapsed();
+                    db.pending -= iters as usize * batch;
+                    took
+                })
+            })
+        });
+    }
+    g.finish();
+    rt.block_on(async {
+        let _ = db
+            .admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", db.schema))
+            .await;
+    });
+}
+
+criterion_group! {
+    name = benches;
+    // A database round trip per cycle: few, longer samples are enough and keep the run short.
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = claim_ack, claim_ack_custom_plans
+}
+criterion_main!(benches);

@@ -1,0 +1,216 @@
+//! What every scenario shares: the database and engine URLs, an HTTP client, the worker
+//! binary, and the naming and cleanup of the per-run schemas and indexes. Every run works in
+//! a fresh schema (and index), so no run inherits the dead tuples or segments of another.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use outbox_worker::{config::NotifyMode, migrate};
+use tokio_postgres::{Client, NoTls};
+
+/// Everything a run creates starts with this, so leftovers of a crashed run can be found.
+pub const PREFIX: &str = "obench";
+
+pub struct Ctx {
+    /// The bench database, without options.
+    pub db_url: String,
+    /// The engine's base URL, ending with `/`.
+    pub es_url: reqwest::Url,
+    pub http: reqwest::Client,
+    pub worker_bin: PathBuf,
+    pub log_dir: PathBuf,
+    /// Extra server settings for the worker's connections only (`-c name=value ...`), to
+    /// measure a candidate fix without rebuilding; empty by default.
+    pub worker_pg_options: String,
+    /// SQL run in every fresh schema after the migration (e.g. a candidate index or table
+    /// change), to measure a schema fix without changing migrations/; empty by default.
+    pub schema_sql: String,
+    seq: AtomicUsize,
+}
+
+/// One run's schema: migrated, with the trigger of the mode asked for.
+pub struct Schema {
+    pub name: String,
+    /// The database URL whose connections see only this schema.
+    pub url: String,
+}
+
+impl Ctx {
+    pub fn new(
+        db_url: String,
+        es_url: &str,
+        worker_bin: PathBuf,
+        log_dir: PathBuf,
+        worker_pg_options: String,
+        schema_sql: String,
+    ) -> anyhow::Result<Ctx> {
+        let mut es_url = reqwest::Url::parse(es_url).context("engine URL")?;
+        if !es_url.path().ends_with('/') {
+            es_url.set_path(&format!("{}/", es_url.path()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .no_proxy()
+            .build()?;
+        Ok(Ctx {
+            db_url,
+            es_url,
+            http,
+            worker_bin,
+            log_dir,
+            worker_pg_options,
+            schema_sql,
+            seq: AtomicUsize::new(0),
+        })
+    }
+
+    /// A new name for a run: `obench_<pid>_<n>_<label>` (valid as schema and index name).
+    pub fn name(&self, label: &str) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{PREFIX}_{}_{n}_{label}", std::process::id())
+    }
+
+    pub fn schema_url(&self, schema: &str) -> String {
+        let sep = if self.db_url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{schema}", self.db_url)
+    }
+
+    /// The URL a worker gets: the schema's, plus `worker_pg_options` in the same `options`.
+    pub fn worker_url(&self, schema: &str) -> String {
+        let mut url = self.schema_url(schema);
+        for word in self.worker_pg_options.split_whitespace() {
+            url.push_str("%20");
+            url.push_str(&word.replace('=', "%3D"));
+        }
+        url
+    }
+
+    /// A connection; its connection task runs in the background.
+    pub async fn connect(&self, url: &str) -> anyhow::Result<Client> {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .with_context(|| format!("cannot connect to {}", redact(url)))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        self.connect(&self.db_url).await
+    }
+
+    /// Create and migrate a fresh schema with the trigger of `mode`.
+    pub async fn create_schema(&self, label: &str, mode: NotifyMode) -> anyhow::Result<Schema> {
+        let name = self.name(label);
+        self.admin()
+            .await?
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await?;
+        let url = self.schema_url(&name);
+        let mut client = self.connect(&url).await?;
+        migrate::migrate(&mut client, mode)
+            .await
+            .context("migrate")?;
+        if !self.schema_sql.trim().is_empty() {
+            client
+                .batch_execute(&self.schema_sql)
+                .await
+                .context("--schema-sql")?;
+        }
+        Ok(Schema { name, url })
+    }
+
+    pub async fn drop_schema(&self, schema: &Schema) {
+        if let Ok(c) = self.admin().await {
+            let _ = c
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.name))
+                .await;
+        }
+    }
+
+    /// Remove what earlier (crashed) runs left behind: schemas and indexes named `obench_*`.
+    pub async fn cleanup_leftovers(&self) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        let rows = admin
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                &[&format!("{PREFIX}\\_%")],
+            )
+            .await?;
+        for r in rows {
+            let name: String = r.get(0);
+            admin
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .await?;
+        }
+        let _ = self
+            .http
+            .delete(self.es(&format!("{PREFIX}_*"))?)
+            .send()
+            .await;
+        Ok(())
+    }
+
+    pub fn es(&self, path: &str) -> anyhow::Result<reqwest::Url> {
+        Ok(self.es_url.join(path)?)
+    }
+
+    /// One primary shard and no replica: the same index for the worker and the raw loader,
+    /// and green on a one-node cluster.
+    pub async fn create_index(&self, name: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({
+            "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}}
+        });
+        let resp = self.http.put(self.es(name)?).json(&body).send().await?;
+        if !resp.status().is_success() {
+            bail!(
+                "cannot create index {name}: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn delete_index(&self, name: &str) {
+        if let Ok(url) = self.es(name) {
+            let _ = self.http.delete(url).send().await;
+        }
+    }
+
+    /// Documents in an index after a refresh (a correctness check, never timed).
+    pub async fn index_count(&self, name: &str) -> anyhow::Result<u64> {
+        self.http
+            .post(self.es(&format!("{name}/_refresh"))?)
+            .send()
+            .await?;
+        let v: serde_json::Value = self
+            .http
+            .get(self.es(&format!("{name}/_count"))?)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["count"]
+            .as_u64()
+            .with_context(|| format!("no count in {v}"))
+    }
+}
+
+/// A URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

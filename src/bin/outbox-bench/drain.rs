@@ -1,0 +1,343 @@
+//! Backlog drains and their ceilings (issue 6, figures 1 and 2).
+//!
+//! A worker run: a fresh schema, the worker started and idle (waiting, adaptive trigger), then
+//! one transaction inserts N events (and ANALYZEs, so the planner sees the backlog the same way
+//! in every run) and commits. The clock runs from that commit until the worker has acked all N.
+//!
+//! Ceilings, on the same documents:
+//! - raw `_bulk`: the same NDJSON bodies (encoded by the worker's own encoder, before the
+//!   clock starts), the same bulk size and concurrency, straight to the engine, no database.
+//! - SQL: the same backlog drained by `DELETE .. WHERE id IN (SELECT .. FOR UPDATE SKIP
+//!   LOCKED LIMIT n) RETURNING` loops, from one and from two connections.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use futures::{StreamExt, stream};
+use outbox_worker::{
+    bulk::encode,
+    config::NotifyMode,
+    event::{Action, ClaimedEvent},
+};
+use tokio_postgres::Client;
+
+use crate::{
+    ctx::{Ctx, Schema},
+    stats::CpuSnapshot,
+    worker::{Spec, Usage, Worker},
+};
+
+/// The document of event `g`: a product of about 300 bytes, written by PostgreSQL so the raw
+/// loader gets the exact text the worker reads back from jsonb.
+const DOC: &str = "jsonb_build_object(
+    'id', g,
+    'name', (ARRAY['steel','oak','linen','carbon','amber','cobalt','granite','velvet','maple','nylon'])[1 + g % 10]
+            || ' ' || (ARRAY['kettle','lamp','chair','drill','jacket','bottle','router','sofa','cable','boots'])[1 + (g / 10) % 10],
+    'price_cents', (g * 7919) % 100000,
+    'stock', (g * 31) % 500,
+    'tags', jsonb_build_array('steel', 'linen', 'oak'),
+    'description', 'a sturdy product number ' || g || ' with a description long enough to look like a real catalogue entry',
+    'updated_at', '2026-01-01T12:00:00Z')";
+
+pub const PROJECTION: &str = "search_index_to_elastic";
+
+/// One timed drain.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Run {
+    pub what: String,
+    pub events: usize,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    /// Average cores busy during the run, by process group (worker, postgres, engine, ...).
+    pub cores: std::collections::BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Usage>,
+}
+
+impl Run {
+    fn new(what: &str, events: usize, started: Instant, ended: Instant) -> Run {
+        let seconds = (ended - started).as_secs_f64();
+        Run {
+            what: what.to_string(),
+            events,
+            seconds,
+            events_per_s: events as f64 / seconds.max(1e-9),
+            ..Run::default()
+        }
+    }
+}
+
+/// The documents of events 1..=n, as the worker will read them (`payload::text`).
+pub async fn documents(ctx: &Ctx, n: usize) -> anyhow::Result<Vec<String>> {
+    let rows = ctx
+        .admin()
+        .await?
+        .query(
+            &format!("SELECT ({DOC})::text FROM generate_series(1, $1::bigint) AS g ORDER BY g"),
+            &[&(n as i64)],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Insert events 1..=n for `index` in one transaction and commit; returns the commit time.
+pub async fn insert_backlog(db: &mut Client, index: &str, n: usize) -> anyhow::Result<Instant> {
+    let tx = db.transaction().await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO outbox_events (index_name, doc_id, op, payload)
+             SELECT $1, g::text, 'index', {DOC} FROM generate_series(1, $2::bigint) AS g ORDER BY g"
+        ),
+        &[&index, &(n as i64)],
+    )
+    .await?;
+    // Inside the transaction (ANALYZE counts its own inserts): fresh statistics for the
+    // claim's plan in every run, instead of whenever autovacuum gets to it.
+    tx.batch_execute("ANALYZE outbox_events").await?;
+    tx.commit().await?;
+    Ok(Instant::now())
+}
+
+async fn remaining(db: &Client) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one("SELECT count(*) FROM outbox_events", &[])
+        .await?
+        .get(0))
+}
+
+/// The worker drains a backlog of `n` events, into the engine or into the null sink.
+pub async fn worker_drain(ctx: &Ctx, spec: &Spec, n: usize) -> anyhow::Result<Run> {
+    let schema = ctx.create_schema("drain", NotifyMode::Adaptive).await?;
+    let result = worker_drain_in(ctx, &schema, spec, n).await;
+    ctx.drop_schema(&schema).await;
+    if !spec.null_sink {
+        ctx.delete_index(&schema.name).await;
+    }
+    result
+}
+
+async fn worker_drain_in(ctx: &Ctx, schema: &Schema, spec: &Spec, n: usize) -> anyhow::Result<Run> {
+    let index = &schema.name;
+    if !spec.null_sink {
+        ctx.create_index(index).await?;
+    }
+    let mut db = ctx.connect(&schema.url).await?;
+    let mut w = Worker::start(ctx, schema, spec).await?;
+    let outcome = async {
+        w.wait_ready(&db, spec.notify_mode).await?;
+        let t0 = insert_backlog(&mut db, index, n).await?;
+        let cpu0 = CpuSnapshot::take(Some(w.pid));
+        let timeout = Duration::from_secs(60 + n as u64 / 500);
+        let t1 = w.wait_acked(n as f64, timeout).await?;
+        let cpu1 = CpuSnapshot::take(Some(w.pid));
+        let what = if spec.null_sink {
+            "worker_null_sink"
+        } else {
+            "worker"
+        };
+        let mut run = Run::new(what, n, t0, t1);
+        run.cores = cpu1.cores_since(&cpu0, run.seconds);
+        anyhow::Ok(run)
+    }
+    .await;
+    let usage = w.stop().await;
+    let mut run = outcome?;
+    run.worker = Some(usage);
+    // The last ack may still be committing when the counter says done: give it a moment.
+    let mut left = remaining(&db).await?;
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = remaining(&db).await?;
+    }
+    ensure!(
+        left == 0,
+        "{left} events still in the outbox after the drain"
+    );
+    if !spec.null_sink {
+        let docs = ctx.index_count(index).await?;
+        ensure!(
+            docs == n as u64,
+            "index holds {docs} documents, expected {n}"
+        );
+    }
+    Ok(run)
+}
+
+/// The engine's ceiling: the same documents, bulk size and concurrency, no database.
+pub async fn raw_bulk(
+    ctx: &Ctx,
+    docs: &[String],
+    bulk_size: usize,
+    concurrency: usize,
+    max_bytes: usize,
+) -> anyhow::Result<Run> {
+    let index = ctx.name("raw");
+    ctx.create_index(&index).await?;
+    let result = raw_bulk_in(ctx, &index, docs, bulk_size, concurrency, max_bytes).await;
+    ctx.delete_index(&index).await;
+    result
+}
+
+async fn raw_bulk_in(
+    ctx: &Ctx,
+    index: &str,
+    docs: &[String],
+    bulk_size: usize,
+    concurrency: usize,
+    max_bytes: usize,
+) -> anyhow::Result<Run> {
+    // Encoded before the clock starts: the ceiling pays nothing but HTTP and the engine.
+    let events: Vec<(ClaimedEvent, Action)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let id = i as i64 + 1;
+            let ev = ClaimedEvent {
+                id,
+                index_name: index.to_string(),
+                doc_id: id.to_string(),
+                op: "index".into(),
+                payload: Some(doc.clone()),
+                version: id,
+                attempts: 1,
+                deferrals: 0,
+                created_epoch: 0.0,
+            };
+            (ev, Action::Index)
+        })
+        .collect();
+    let bodies: Vec<Vec<u8>> = encode::chunk(events, bulk_size, max_bytes)
+        .into_iter()
+        .map(|c| c.body)
+        .collect();
+    // The worker's URL: the same `filter_path`, so the engine does the same response work.
+    let url =
+        ctx.es("_bulk?filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason")?;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency * 2)
+        .timeout(Duration::from_secs(120))
+        .no_proxy()
+        .build()?;
+    let cpu0 = CpuSnapshot::take(None);
+    let t0 = Instant::now();
+    let results: Vec<anyhow::Result<()>> = stream::iter(bodies)
+        .map(|body| {
+            let req = http
+                .post(url.clone())
+                .header("content-type", "application/x-ndjson")
+                .body(body);
+            async move {
+                let resp = req.send().await?;
+                let status = resp.status();
+                let bytes = resp.bytes().await?;
+                if !status.is_success() || memchr(b"\"errors\":true", &bytes) {
+                    bail!(
+                        "raw bulk: {status}: {}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    );
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let t1 = Instant::now();
+    let cpu1 = CpuSnapshot::take(None);
+    for r in results {
+        r?;
+    }
+    let mut run = Run::new("raw_bulk", docs.len(), t0, t1);
+    run.cores = cpu1.cores_since(&cpu0, run.seconds);
+    let count = ctx.index_count(index).await?;
+    ensure!(
+        count == docs.len() as u64,
+        "raw index holds {count} documents, expected {}",
+        docs.len()
+    );
+    Ok(run)
+}
+
+fn memchr(needle: &[u8], hay: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The database's ceiling: claim+delete in one statement per batch, from `clients`
+/// connections, on the same backlog (same rows, same partial index as the worker's claim).
+pub async fn sql_ceiling(ctx: &Ctx, n: usize, batch: usize, clients: usize) -> anyhow::Result<Run> {
+    let schema = ctx.create_schema("sql", NotifyMode::Adaptive).await?;
+    let result = sql_ceiling_in(ctx, &schema, n, batch, clients).await;
+    ctx.drop_schema(&schema).await;
+    result
+}
+
+async fn sql_ceiling_in(
+    ctx: &Ctx,
+    schema: &Schema,
+    n: usize,
+    batch: usize,
+    clients: usize,
+) -> anyhow::Result<Run> {
+    const CLAIM_DELETE: &str = "
+        DELETE FROM outbox_events WHERE id IN (
+            SELECT id FROM outbox_events
+            WHERE projection = $2 AND status = 'pending' AND next_retry_at IS NULL
+            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING id, index_name, doc_id, op, payload::text, attempts";
+    let mut db = ctx.connect(&schema.url).await?;
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        let c = ctx.connect(&schema.url).await?;
+        let stmt = c.prepare(CLAIM_DELETE).await?;
+        conns.push((c, stmt));
+    }
+    insert_backlog(&mut db, &schema.name, n).await?;
+    // The clients start right after this snapshot: the clock starts with them.
+    let cpu0 = CpuSnapshot::take(None);
+    let t0 = Instant::now();
+    let counts = futures::future::try_join_all(conns.iter().map(|(c, stmt)| async move {
+        let mut total = 0usize;
+        loop {
+            let rows = c.query(stmt, &[&(batch as i64), &PROJECTION]).await?;
+            if rows.is_empty() {
+                return anyhow::Ok(total);
+            }
+            // Read the rows as a consumer would (the worker decodes every column too).
+            for r in &rows {
+                let _row: (i64, &str, &str, &str, Option<&str>, i32) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+            }
+            total += rows.len();
+        }
+    }))
+    .await?;
+    let t1 = Instant::now();
+    let cpu1 = CpuSnapshot::take(None);
+    let total: usize = counts.iter().sum();
+    ensure!(total == n, "SQL ceiling drained {total} of {n} events");
+    let mut run = Run::new(&format!("sql_ceiling_{clients}_clients"), n, t0, t1);
+    run.cores = cpu1.cores_since(&cpu0, run.seconds);
+    Ok(run)
+}
+
+/// The worker's default configuration, as its own `config` command prints it.
+pub fn worker_config(ctx: &Ctx) -> anyhow::Result<serde_json::Value> {
+    let mut cmd = std::process::Command::new(&ctx.worker_bin);
+    crate::worker::clean_env(&mut cmd);
+    let out = cmd
+        .arg("config")
+        .env("OUTBOX_METRICS_ADDR", "off")
+        .output()
+        .with_context(|| format!("cannot run {} config", ctx.worker_bin.display()))?;
+    ensure!(
+        out.status.success(),
+        "{} config: {}",
+        ctx.worker_bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
