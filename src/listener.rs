@@ -51,11 +51,23 @@ async fn listen_once(
         .map_err(|e| format!("connect: {e}"))?;
     let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<String>();
     let notify_waker = waker.clone();
+    // The trigger's payload is the outbox table's schema: several outboxes can share one
+    // database (and channel), and only our own schema's inserts are worth a wake. Filled in
+    // once the connection runs (it is driven by the task below).
+    let (schema_tx, schema_rx) = tokio::sync::watch::channel(None::<String>);
     let driver = tokio::spawn(async move {
         let mut messages = stream::poll_fn(move |cx| conn.poll_message(cx));
         let why = loop {
             match messages.next().await {
-                Some(Ok(AsyncMessage::Notification(_))) => notify_waker.wake("notification"),
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    let ours = schema_rx
+                        .borrow()
+                        .as_deref()
+                        .is_none_or(|s| s == n.payload());
+                    if ours {
+                        notify_waker.wake("notification");
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break db::error_text(&e),
                 None => break "closed by the server".to_string(),
@@ -64,6 +76,12 @@ async fn listen_once(
         let _ = closed_tx.send(why);
     });
     let _abort = AbortOnDrop(driver);
+    let schema: Option<String> = client
+        .query_one("SELECT current_schema()", &[])
+        .await
+        .map_err(|e| format!("current_schema: {}", db::error_text(&e)))?
+        .get(0);
+    let _ = schema_tx.send(schema);
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
