@@ -129,6 +129,45 @@ fn c10_schema_not_migrated() {
     assert!(err.contains("run `outbox-worker migrate` first"), "{err}");
 }
 
+#[test]
+fn c11_api_key_and_username_together() {
+    refused(
+        &[
+            ("OUTBOX_ELASTICSEARCH_API_KEY", "k"),
+            ("OUTBOX_ELASTICSEARCH_USERNAME", "u"),
+        ],
+        "set either OUTBOX_ELASTICSEARCH_API_KEY or OUTBOX_ELASTICSEARCH_USERNAME/OUTBOX_ELASTICSEARCH_PASSWORD, not both",
+    );
+}
+
+#[test]
+fn c12_max_processing_below_request_timeout() {
+    refused(
+        &[("OUTBOX_MAX_PROCESSING_SECONDS", "10")],
+        "OUTBOX_MAX_PROCESSING_SECONDS=\"10\": expected at least OUTBOX_REQUEST_TIMEOUT_SECONDS=\"30\"",
+    );
+}
+
+#[tokio::test]
+async fn c13_metrics_port_already_in_use() {
+    let s = TestSchema::new("bad_port", NotifyMode::Adaptive).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(common::binary())
+        .arg("run")
+        .env("OUTBOX_DATABASE_URL", &s.url)
+        .env("OUTBOX_METRICS_ADDR", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("cannot listen on OUTBOX_METRICS_ADDR={addr}")),
+        "{err}"
+    );
+}
+
 // ---------- events: indexed, acked, or failed with a reason; never lost ----------
 
 /// What became of one event: None = acked (gone from the outbox), else (status, reason).
