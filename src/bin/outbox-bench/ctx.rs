@@ -162,11 +162,24 @@ impl Ctx {
         Ok(self.es_url.join(path)?)
     }
 
-    /// One primary shard and no replica: the same index for the worker and the raw loader,
-    /// and green on a one-node cluster.
+    /// One primary shard and no replica (green on a one-node cluster), and the mapping of
+    /// every document the bench writes declared up front, as a production index would have
+    /// it: no dynamic mapping update (a cluster-state change) lands inside a measurement.
     pub async fn create_index(&self, name: &str) -> anyhow::Result<()> {
+        let text = serde_json::json!({
+            "type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}
+        });
         let body = serde_json::json!({
-            "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}}
+            "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+            "mappings": {"properties": {
+                "id": {"type": "long"},
+                "name": text,
+                "price_cents": {"type": "long"},
+                "stock": {"type": "long"},
+                "tags": text,
+                "description": text,
+                "updated_at": {"type": "date"},
+            }},
         });
         let resp = self.http.put(self.es(name)?).json(&body).send().await?;
         if !resp.status().is_success() {

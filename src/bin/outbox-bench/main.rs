@@ -146,7 +146,7 @@ impl Params {
                 sweep_concurrencies: vec![1, 4],
                 sweep_events: 15_000,
                 sweep_rate: 1000.0,
-                sweep_latency_seconds: 3.0,
+                sweep_latency_seconds: 4.0,
                 sweep_passes: 1,
             }
         } else {
@@ -167,9 +167,9 @@ impl Params {
                 trigger_seconds: 6.0,
                 sweep_bulk_sizes: vec![100, 250, 500, 1000],
                 sweep_concurrencies: vec![1, 2, 4, 8],
-                sweep_events: 20_000,
+                sweep_events: 30_000,
                 sweep_rate: 1000.0,
-                sweep_latency_seconds: 3.0,
+                sweep_latency_seconds: 4.0,
                 sweep_passes: 2,
             }
         }
@@ -687,7 +687,7 @@ async fn sweep_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> an
         events: p.sweep_events,
         rate: p.sweep_rate,
         latency_seconds: p.sweep_latency_seconds,
-        warmup: 1.0,
+        warmup: 1.5,
     };
     let mut points = Vec::new();
     for pass in 0..p.sweep_passes {
