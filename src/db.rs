@@ -86,9 +86,22 @@ pub fn pg_config(
     Ok((pg, connector))
 }
 
+/// Appended to the pool connections' `options` (see `pool`).
+pub const FORCE_CUSTOM_PLAN: &str = "-c plan_cache_mode=force_custom_plan";
+
 /// The connection pool used for claims, outcomes, the reclaimer and the gauges.
 pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, ConnectSetupError> {
-    let (pg, tls) = pg_config(cfg, "pool")?;
+    let (mut pg, tls) = pg_config(cfg, "pool")?;
+    // Plan every claim and outcome for its actual arrays and limit. A cached generic plan
+    // guesses 10 rows for `unnest($1)` and, from statistics taken while nothing was
+    // `processing`, 1 row for this worker's leases; it then rescans the array once per leased
+    // row (an ack of 500 events took 400 ms instead of 2 ms). Planning costs well under
+    // 1 ms per statement, i.e. about 1 µs per event at the default bulk size.
+    let options = match pg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {FORCE_CUSTOM_PLAN}"),
+        _ => FORCE_CUSTOM_PLAN.to_string(),
+    };
+    pg.options(&options);
     let mgr = Manager::from_config(
         pg,
         tls,

@@ -415,6 +415,28 @@ async fn late_ack_after_reclaim_changes_nothing() {
     assert_eq!(s.total().await, 0);
 }
 
+/// Pool connections plan each claim and outcome for its own arrays (a cached generic plan
+/// made acks quadratic in the worker's leases), and keep the URL's own `options`.
+#[tokio::test]
+async fn pool_connections_use_custom_plans_and_keep_url_options() {
+    let s = TestSchema::new("plans", NotifyMode::Off).await;
+    let cfg = s.config(&[]);
+    let pool = outbox_worker::db::pool(&cfg, 1).unwrap();
+    let c = pool.get().await.unwrap();
+    let mode: String = c
+        .query_one("SHOW plan_cache_mode", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "force_custom_plan");
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert!(
+        path.contains(&s.name),
+        "search_path {path} lost the schema {}",
+        s.name
+    );
+}
+
 /// A poison event whose claims keep expiring ends `failed` / `lease_expired` at the limit.
 #[tokio::test]
 async fn repeated_reclaims_end_in_lease_expired() {
