@@ -12,7 +12,7 @@ use std::{
 use deadpool_postgres::Pool;
 use futures::{StreamExt, stream};
 use rand::Rng;
-use tokio::sync::Notify;
+use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -41,6 +41,10 @@ pub const IDLE_FOLLOW_UPS: &[Duration] = &[
     Duration::from_millis(400),
     Duration::from_millis(1000),
 ];
+
+/// Claims that may run ahead of the bulks: while the bulks of one claim are sent, the next
+/// claims are already on their way, on their own pool connections.
+pub const CLAIMS_AHEAD: usize = 2;
 
 /// A wake: the listener, the reclaimer and start-up call it; wakes collapse into one permit.
 #[derive(Clone, Default)]
@@ -237,10 +241,14 @@ impl Pipeline {
     }
 
     /// Claim and process until a claim comes back short. Bulks run with at most
-    /// `concurrency` in flight; claims happen only when a slot is free.
+    /// `concurrency` in flight. The next claim starts as soon as the previous claim's chunks
+    /// are handed out (one claim ahead), so a bulk slot that frees up finds its chunk ready
+    /// instead of waiting a claim's round trip.
     pub async fn drain(self: &Arc<Self>) -> DrainReport {
         struct State {
             queue: VecDeque<Chunk>,
+            /// Claims running ahead; always awaited, never dropped (their rows are leased).
+            ahead: VecDeque<JoinHandle<Option<Vec<ClaimedEvent>>>>,
             done: bool,
             claimed: usize,
         }
@@ -250,6 +258,7 @@ impl Pipeline {
         let chunks = stream::unfold(
             State {
                 queue: VecDeque::new(),
+                ahead: VecDeque::new(),
                 done: false,
                 claimed: 0,
             },
@@ -260,26 +269,42 @@ impl Pipeline {
                     loop {
                         if this.shutdown.is_cancelled() {
                             // Claimed but unsent: released with the attempt refunded.
-                            let unsent: Vec<(i64, i32)> = st
+                            let mut unsent: Vec<(i64, i32)> = st
                                 .queue
                                 .drain(..)
                                 .flat_map(|c| c.events.into_iter().map(|(e, _)| (e.id, e.attempts)))
                                 .collect();
+                            for ahead in st.ahead.drain(..) {
+                                if let Ok(Some(events)) = ahead.await {
+                                    unsent.extend(events.iter().map(|e| (e.id, e.attempts)));
+                                }
+                            }
                             this.release(&unsent).await;
                             return None;
                         }
                         if let Some(c) = st.queue.pop_front() {
+                            while st.queue.is_empty()
+                                && !st.done
+                                && st.ahead.len() < CLAIMS_AHEAD
+                                && this.breaker_closed()
+                            {
+                                let next = this.clone();
+                                st.ahead.push_back(tokio::spawn(async move {
+                                    next.claim_with_retry(next.cfg.bulk_size).await
+                                }));
+                            }
                             return Some((c, st));
                         }
-                        if st.done {
-                            return None;
-                        }
-                        this.wait_for_breaker().await;
                         let limit = this.cfg.bulk_size;
-                        let events = match this.claim_with_retry(limit).await {
-                            Some(events) => events,
-                            None => return None,
+                        let claimed = match st.ahead.pop_front() {
+                            Some(ahead) => ahead.await.unwrap_or(None),
+                            None if st.done => return None,
+                            None => {
+                                this.wait_for_breaker().await;
+                                this.claim_with_retry(limit).await
+                            }
                         };
+                        let events = claimed?;
                         if events.len() < limit {
                             st.done = true;
                         }
@@ -305,6 +330,10 @@ impl Pipeline {
             .await;
         let claimed = *claimed.lock().unwrap();
         DrainReport { claimed }
+    }
+
+    fn breaker_closed(&self) -> bool {
+        self.breaker.lock().unwrap().paused_until.is_none()
     }
 
     async fn wait_for_breaker(&self) {

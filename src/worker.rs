@@ -28,7 +28,10 @@ pub async fn run(
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let pool = db::pool(&cfg, cfg.concurrency + 4).context("database pool")?;
+    // One connection per bulk in flight (its outcomes), the claims running ahead, and the
+    // reclaimer, the sampler and the idle checks.
+    let pool_size = cfg.concurrency + crate::pipeline::CLAIMS_AHEAD + 3;
+    let pool = db::pool(&cfg, pool_size).context("database pool")?;
     // Fail fast on an unreachable database or a missing schema: one clear line.
     {
         let c = pool.get().await.map_err(|e| match e {
