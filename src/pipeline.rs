@@ -98,6 +98,9 @@ pub struct Pipeline {
     breaker: Mutex<Breaker>,
     /// Whether this worker's waiting mark is set (adaptive mode).
     marked: Mutex<bool>,
+    /// The removal of the mark, running beside the first bulk of a drain; awaited before
+    /// the next mark so it cannot remove that one.
+    clearing: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Totals of one drain, for logs and tests.
@@ -127,6 +130,7 @@ impl Pipeline {
             inflight: Mutex::new(HashMap::new()),
             breaker: Mutex::new(breaker),
             marked: Mutex::new(false),
+            clearing: Mutex::new(None),
         })
     }
 
@@ -224,19 +228,35 @@ impl Pipeline {
         // The mark lives a little longer than one poll interval: a waiting worker renews
         // it at every poll; a dead one stops producers notifying soon after.
         let ttl = self.cfg.poll_interval.mul_f64(1.5) + Duration::from_secs(2);
+        self.cleared().await;
         match waiting::mark(&self.pool, &self.cfg.worker_id, ttl).await {
             Ok(()) => *self.marked.lock().unwrap() = true,
             Err(e) => db_error("mark_waiting", &e),
         }
     }
 
-    async fn clear_waiting(&self) {
+    /// Drop the waiting mark, off the critical path: the claimed events go to the engine
+    /// without waiting for this round trip.
+    fn clear_waiting(&self) {
         if !std::mem::take(&mut *self.marked.lock().unwrap()) {
             return;
         }
-        if let Err(e) = waiting::clear(&self.pool, &self.cfg.worker_id).await {
-            // The mark expires by itself; producers just notify a little longer.
-            db_error("clear_waiting", &e);
+        let pool = self.pool.clone();
+        let worker_id = self.cfg.worker_id.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = waiting::clear(&pool, &worker_id).await {
+                // The mark expires by itself; producers just notify a little longer.
+                db_error("clear_waiting", &e);
+            }
+        });
+        *self.clearing.lock().unwrap() = Some(task);
+    }
+
+    /// Wait for a removal of the mark still on its way.
+    async fn cleared(&self) {
+        let task = self.clearing.lock().unwrap().take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
 
@@ -313,7 +333,7 @@ impl Pipeline {
                         }
                         st.claimed += events.len();
                         *counter.lock().unwrap() = st.claimed;
-                        this.clear_waiting().await;
+                        this.clear_waiting();
                         st.queue.extend(this.prepare(events).await);
                     }
                 }
@@ -599,7 +619,8 @@ impl Pipeline {
             .map(|(k, v)| (*k, *v))
             .collect();
         self.release(&left).await;
-        self.clear_waiting().await;
+        self.clear_waiting();
+        self.cleared().await;
     }
 
     /// Events claimed by this worker and not yet resolved (for tests and the shutdown).

@@ -416,9 +416,10 @@ async fn late_ack_after_reclaim_changes_nothing() {
 }
 
 /// Pool connections plan each claim and outcome for its own arrays (a cached generic plan
-/// made acks quadratic in the worker's leases), and keep the URL's own `options`.
+/// made acks quadratic in the worker's leases), commit without waiting for the WAL flush,
+/// and keep the URL's own `options`.
 #[tokio::test]
-async fn pool_connections_use_custom_plans_and_keep_url_options() {
+async fn pool_connections_session_options_keep_url_options() {
     let s = TestSchema::new("plans", NotifyMode::Off).await;
     let cfg = s.config(&[]);
     let pool = outbox_worker::db::pool(&cfg, 1).unwrap();
@@ -429,6 +430,12 @@ async fn pool_connections_use_custom_plans_and_keep_url_options() {
         .unwrap()
         .get(0);
     assert_eq!(mode, "force_custom_plan");
+    let sync: String = c
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sync, "off");
     let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert!(
         path.contains(&s.name),
