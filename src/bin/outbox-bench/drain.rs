@@ -8,7 +8,9 @@
 //! - raw `_bulk`: the same NDJSON bodies (encoded by the worker's own encoder, before the
 //!   clock starts), the same bulk size and concurrency, straight to the engine, no database.
 //! - SQL: the same backlog drained by `DELETE .. WHERE id IN (SELECT .. FOR UPDATE SKIP
-//!   LOCKED LIMIT n) RETURNING` loops, from one and from two connections.
+//!   LOCKED LIMIT n) RETURNING` loops, from one and from two connections; and, for scale,
+//!   by the lease protocol alone (the worker's claim.sql then ack.sql) from two.
+//!   All of them with the worker's session settings.
 
 use std::time::{Duration, Instant};
 
@@ -266,18 +268,52 @@ fn memchr(needle: &[u8], hay: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The database's ceiling: claim+delete in one statement per batch, from `clients`
-/// connections, on the same backlog (same rows, same partial index as the worker's claim).
-pub async fn sql_ceiling(ctx: &Ctx, n: usize, batch: usize, clients: usize) -> anyhow::Result<Run> {
+/// The SQL references of figure 2, run from `clients` connections on the same backlog, with
+/// the worker's own session settings (`db::POOL_SESSION_OPTIONS`: custom plans, async commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlLoop {
+    /// The issue's ceiling: claim+delete in one statement per batch, no lease at all.
+    ClaimDelete,
+    /// The lease protocol without the worker around it: the worker's own claim.sql, then
+    /// its ack.sql for the claimed rows; two writes per event, like the worker.
+    ClaimAck,
+}
+
+impl SqlLoop {
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlLoop::ClaimDelete => "sql_ceiling",
+            SqlLoop::ClaimAck => "sql_lease_loop",
+        }
+    }
+}
+
+/// `-c a=b -c c=d` as `SET a = 'b'; SET c = 'd';`.
+fn session_sets(options: &str) -> String {
+    options
+        .split("-c")
+        .filter_map(|kv| kv.trim().split_once('='))
+        .map(|(k, v)| format!("SET {k} = '{v}';"))
+        .collect()
+}
+
+pub async fn sql_loop(
+    ctx: &Ctx,
+    what: SqlLoop,
+    n: usize,
+    batch: usize,
+    clients: usize,
+) -> anyhow::Result<Run> {
     let schema = ctx.create_schema("sql", NotifyMode::Adaptive).await?;
-    let result = sql_ceiling_in(ctx, &schema, n, batch, clients).await;
+    let result = sql_loop_in(ctx, &schema, what, n, batch, clients).await;
     ctx.drop_schema(&schema).await;
     result
 }
 
-async fn sql_ceiling_in(
+async fn sql_loop_in(
     ctx: &Ctx,
     schema: &Schema,
+    what: SqlLoop,
     n: usize,
     batch: usize,
     clients: usize,
@@ -290,36 +326,67 @@ async fn sql_ceiling_in(
         RETURNING id, index_name, doc_id, op, payload::text, attempts";
     let mut db = ctx.connect(&schema.url).await?;
     let mut conns = Vec::new();
-    for _ in 0..clients {
+    for k in 0..clients {
         let c = ctx.connect(&schema.url).await?;
-        let stmt = c.prepare(CLAIM_DELETE).await?;
-        conns.push((c, stmt));
+        c.batch_execute(&session_sets(outbox_worker::db::POOL_SESSION_OPTIONS))
+            .await?;
+        let first = c
+            .prepare(match what {
+                SqlLoop::ClaimDelete => CLAIM_DELETE,
+                SqlLoop::ClaimAck => outbox_worker::sql::CLAIM,
+            })
+            .await?;
+        let ack = c.prepare(outbox_worker::sql::ACK).await?;
+        conns.push((c, first, ack, format!("sql-loop-{k}")));
     }
     insert_backlog(&mut db, &schema.name, n).await?;
     // The clients start right after this snapshot: the clock starts with them.
     let cpu0 = CpuSnapshot::take(None);
     let t0 = Instant::now();
-    let counts = futures::future::try_join_all(conns.iter().map(|(c, stmt)| async move {
-        let mut total = 0usize;
-        loop {
-            let rows = c.query(stmt, &[&(batch as i64), &PROJECTION]).await?;
-            if rows.is_empty() {
-                return anyhow::Ok(total);
+    let counts =
+        futures::future::try_join_all(conns.iter().map(|(c, first, ack, owner)| async move {
+            let mut total = 0usize;
+            loop {
+                let rows = match what {
+                    SqlLoop::ClaimDelete => c.query(first, &[&(batch as i64), &PROJECTION]).await?,
+                    SqlLoop::ClaimAck => {
+                        c.query(first, &[&PROJECTION, &(batch as i64), owner, &30.0f64])
+                            .await?
+                    }
+                };
+                if rows.is_empty() {
+                    return anyhow::Ok(total);
+                }
+                // Read the rows as a consumer would (the worker decodes every column too).
+                let events: Vec<ClaimedEvent> = match what {
+                    SqlLoop::ClaimDelete => {
+                        for r in &rows {
+                            let _row: (i64, &str, &str, &str, Option<&str>, i32) =
+                                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+                        }
+                        Vec::new()
+                    }
+                    SqlLoop::ClaimAck => rows.iter().map(ClaimedEvent::from_row).collect(),
+                };
+                if what == SqlLoop::ClaimAck {
+                    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                    let attempts: Vec<i32> = events.iter().map(|e| e.attempts).collect();
+                    let acked = c.execute(ack, &[&ids, &attempts, owner]).await?;
+                    ensure!(
+                        acked as usize == ids.len(),
+                        "lease loop acked {acked} of {}",
+                        ids.len()
+                    );
+                }
+                total += rows.len();
             }
-            // Read the rows as a consumer would (the worker decodes every column too).
-            for r in &rows {
-                let _row: (i64, &str, &str, &str, Option<&str>, i32) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-            }
-            total += rows.len();
-        }
-    }))
-    .await?;
+        }))
+        .await?;
     let t1 = Instant::now();
     let cpu1 = CpuSnapshot::take(None);
     let total: usize = counts.iter().sum();
-    ensure!(total == n, "SQL ceiling drained {total} of {n} events");
-    let mut run = Run::new(&format!("sql_ceiling_{clients}_clients"), n, t0, t1);
+    ensure!(total == n, "{} drained {total} of {n} events", what.name());
+    let mut run = Run::new(&format!("{}_{clients}_clients", what.name()), n, t0, t1);
     run.cores = cpu1.cores_since(&cpu0, run.seconds);
     Ok(run)
 }
