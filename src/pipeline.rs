@@ -1,7 +1,7 @@
 //! The stream pipeline: wake -> coalesce -> claim -> chunk -> buffered concurrent `_bulk`
 //! -> ack / retry / fail. Also the idle transition of the adaptive trigger (DESIGN.md §4):
-//! mark waiting, claim once more, follow-up checks, then sleep until a wake, the jittered
-//! poll, or the next scheduled retry.
+//! once a drain finds nothing, mark waiting, claim once more, follow-up checks, then sleep
+//! until a wake, the jittered poll, or the next scheduled retry.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -160,6 +160,12 @@ impl Pipeline {
                     break;
                 }
                 if self.adaptive() {
+                    // Work came in while we were busy: look again before asking producers
+                    // to notify. Under steady traffic the worker thus keeps claiming and
+                    // never marks itself waiting, so producers' commits take no NOTIFY lock.
+                    if report.claimed > 0 {
+                        continue;
+                    }
                     // Going idle: mark waiting, then claim once more for rows committed
                     // before the mark was visible to producers.
                     self.set_waiting().await;
