@@ -89,6 +89,9 @@ struct Args {
     /// Concurrency under test (default: the worker's default).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// OUTBOX_DEBOUNCE_MS for every worker run (default: the worker's default, 0).
+    #[arg(long, default_value_t = 0)]
+    debounce_ms: u64,
     /// Extra PostgreSQL settings for the worker's connections, e.g.
     /// "-c plan_cache_mode=force_custom_plan" (to measure a fix before making it).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
@@ -292,6 +295,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         notify_mode: NotifyMode::Adaptive,
         null_sink: false,
         poll_interval_seconds: None,
+        debounce_ms: args.debounce_ms,
     };
     let wanted = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
 
@@ -307,6 +311,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     report.set("parameters", &params);
     report.set("worker_defaults", &defaults);
     report.set("worker_pg_options", &args.worker_pg_options);
+    report.set("worker_debounce_ms", args.debounce_ms);
     report.set("schema_sql", &args.schema_sql);
     progress(&format!(
         "{} mode, bulk size {}, concurrency {}, {} pairs per figure",

@@ -25,6 +25,8 @@ pub struct Spec {
     /// OUTBOX_SINK=null: acked without sending (the database path alone).
     pub null_sink: bool,
     pub poll_interval_seconds: Option<f64>,
+    /// OUTBOX_DEBOUNCE_MS (0: the worker's default).
+    pub debounce_ms: u64,
 }
 
 pub struct Worker {
@@ -86,6 +88,9 @@ impl Worker {
             )
             // Warnings only: a log line per batch would cost the worker what we measure.
             .env("OUTBOX_LOG_LEVEL", "warn");
+        if spec.debounce_ms > 0 {
+            cmd.env("OUTBOX_DEBOUNCE_MS", spec.debounce_ms.to_string());
+        }
         if let Some(p) = spec.poll_interval_seconds {
             cmd.env("OUTBOX_POLL_INTERVAL_SECONDS", p.to_string());
         }
