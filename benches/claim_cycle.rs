@@ -55,8 +55,7 @@ async fn connect(url: &str) -> Client {
     client
 }
 
-/// `pg_options`: extra settings for the worker-side connections (`-c name=value`, URL-encoded).
-async fn setup(label: &str, pg_options: &str) -> Db {
+async fn setup(label: &str) -> Db {
     let url = std::env::var("OUTBOX_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
     let schema = format!("claimbench_{}_{label}", std::process::id());
     let admin = connect(&url).await;
@@ -68,7 +67,7 @@ async fn setup(label: &str, pg_options: &str) -> Db {
         .expect("create schema");
     // Every connection of the worker side sees only this schema.
     let sep = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}{pg_options}");
+    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     let mut client = connect(&schema_url).await;
     migrate::migrate(&mut client, NotifyMode::Off)
         .await
@@ -138,27 +137,15 @@ impl Db {
     }
 }
 
-/// The cycle as the worker runs it.
+/// The cycle as the worker runs it: its pool, so its session settings
+/// (`db::POOL_SESSION_OPTIONS`: custom plans, asynchronous commit).
 fn claim_ack(c: &mut Criterion) {
-    cycles(c, "claim_ack", "");
+    cycles(c, "claim_ack");
 }
 
-/// The same with every statement planned for its actual parameters. PostgreSQL switches a
-/// prepared statement to a generic plan after five executions; the generic plan of the ack
-/// (`unnest($1)` assumed 10 rows, `status = 'processing'` assumed 1 row) joins every
-/// in-flight row against every acked id, quadratic in the batch size. This group shows what
-/// the cycle costs without that plan (see the bench report).
-fn claim_ack_custom_plans(c: &mut Criterion) {
-    cycles(
-        c,
-        "claim_ack_custom_plans",
-        "%20-c%20plan_cache_mode%3Dforce_custom_plan",
-    );
-}
-
-fn cycles(c: &mut Criterion, group: &str, pg_options: &str) {
+fn cycles(c: &mut Criterion, group: &str) {
     let rt = Runtime::new().expect("tokio runtime");
-    let mut db = rt.block_on(setup(group, pg_options));
+    let mut db = rt.block_on(setup(group));
     let mut g = c.benchmark_group(group);
     for &batch in BATCHES {
         g.throughput(Throughput::Elements(batch as u64));
@@ -194,6 +181,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = claim_ack, claim_ack_custom_plans
+    targets = claim_ack
 }
 criterion_main!(benches);
