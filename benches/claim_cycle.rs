@@ -49,7 +49,7 @@ async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| {
-            panic!("claim_cycle: cannot connect to {url}: {e} (run scripts/bench.sh, or set OUTBOX_BENCH_DATABASE_URL)")
+            panic!("claim_cycle: cannot connect to {}: {e} (run scripts/bench.sh, or set OUTBOX_BENCH_DATABASE_URL)", outbox_worker::config::redact_url(url))
         });
     tokio::spawn(conn);
     client

@@ -289,7 +289,6 @@ impl Pipeline {
             /// Claims running ahead; always awaited, never dropped (their rows are leased).
             ahead: VecDeque<JoinHandle<Option<Vec<ClaimedEvent>>>>,
             done: bool,
-            claimed: usize,
         }
         let claimed = Arc::new(Mutex::new(0usize));
         let counter = claimed.clone();
@@ -299,7 +298,6 @@ impl Pipeline {
                 queue: VecDeque::new(),
                 ahead: VecDeque::new(),
                 done: false,
-                claimed: 0,
             },
             move |mut st| {
                 let this = this.clone();
@@ -350,8 +348,7 @@ impl Pipeline {
                         if events.is_empty() {
                             continue;
                         }
-                        st.claimed += events.len();
-                        *counter.lock().unwrap() = st.claimed;
+                        *counter.lock().unwrap() += events.len();
                         this.clear_waiting();
                         st.queue.extend(this.prepare(events).await);
                     }

@@ -103,7 +103,8 @@ const INSERT_EVENTS_OUTBOX_ONLY: &str = "
 INSERT INTO outbox_events (index_name, doc_id, op, payload)
 SELECT $1, d, o, p FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS t(d, o, p)";
 
-const WORDS: &[&str] = &[
+/// Words of the generated product documents: ten materials, then ten things.
+pub const WORDS: &[&str] = &[
     "steel", "oak", "linen", "carbon", "amber", "cobalt", "granite", "velvet", "maple", "nylon",
     "kettle", "lamp", "chair", "drill", "jacket", "bottle", "router", "sofa", "cable", "boots",
 ];

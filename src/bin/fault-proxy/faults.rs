@@ -305,7 +305,7 @@ pub fn rewrite_bulk_items(body: &[u8], fault: &ItemFault, rng: &mut impl Rng) ->
     for (i, item) in items.iter_mut().enumerate() {
         let chosen = match fault.pick {
             Pick::Fraction(p) => rng.random_bool(p),
-            Pick::Every(n) => (i as u64 + 1) % n == 0,
+            Pick::Every(n) => (i as u64 + 1).is_multiple_of(n),
         };
         if !chosen {
             continue;

@@ -103,7 +103,7 @@ async fn bind_again(addr: SocketAddr) -> TcpListener {
         match bind(addr) {
             Ok(listener) => return listener,
             Err(e) => {
-                if attempt % 50 == 0 {
+                if attempt.is_multiple_of(50) {
                     tracing::warn!(%addr, error = %e, "cannot bind the listening port again, retrying");
                 }
                 attempt += 1;

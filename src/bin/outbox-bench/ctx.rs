@@ -9,7 +9,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use outbox_worker::{config::NotifyMode, migrate};
+use outbox_worker::{
+    config::{NotifyMode, redact_url},
+    migrate,
+};
 use tokio_postgres::{Client, NoTls};
 
 /// Everything a run creates starts with this, so leftovers of a crashed run can be found.
@@ -83,19 +86,14 @@ impl Ctx {
 
     /// The URL a worker gets: the schema's, plus `worker_pg_options` in the same `options`.
     pub fn worker_url(&self, schema: &str) -> String {
-        let mut url = self.schema_url(schema);
-        for word in self.worker_pg_options.split_whitespace() {
-            url.push_str("%20");
-            url.push_str(&word.replace('=', "%3D"));
-        }
-        url
+        with_pg_options(&self.schema_url(schema), &self.worker_pg_options)
     }
 
     /// A connection; its connection task runs in the background.
     pub async fn connect(&self, url: &str) -> anyhow::Result<Client> {
         let (client, conn) = tokio_postgres::connect(url, NoTls)
             .await
-            .with_context(|| format!("cannot connect to {}", redact(url)))?;
+            .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -217,13 +215,13 @@ impl Ctx {
     }
 }
 
-/// A URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+/// `url` (whose `options` parameter comes last, as `schema_url` makes it) with more
+/// `-c name=value` settings appended to that parameter.
+pub fn with_pg_options(url: &str, options: &str) -> String {
+    let mut url = url.to_string();
+    for word in options.split_whitespace() {
+        url.push_str("%20");
+        url.push_str(&word.replace('=', "%3D"));
     }
+    url
 }

@@ -24,7 +24,7 @@ use outbox_worker::{
 use tokio_postgres::Client;
 
 use crate::{
-    ctx::{Ctx, Schema},
+    ctx::{Ctx, Schema, with_pg_options},
     stats::CpuSnapshot,
     worker::{Spec, Usage, Worker},
 };
@@ -100,7 +100,8 @@ pub async fn insert_backlog(db: &mut Client, index: &str, n: usize) -> anyhow::R
     Ok(Instant::now())
 }
 
-async fn remaining(db: &Client) -> anyhow::Result<i64> {
+/// Events still in the outbox.
+pub async fn remaining(db: &Client) -> anyhow::Result<i64> {
     Ok(db
         .query_one("SELECT count(*) FROM outbox_events", &[])
         .await?
@@ -288,15 +289,6 @@ impl SqlLoop {
     }
 }
 
-/// `-c a=b -c c=d` as `SET a = 'b'; SET c = 'd';`.
-fn session_sets(options: &str) -> String {
-    options
-        .split("-c")
-        .filter_map(|kv| kv.trim().split_once('='))
-        .map(|(k, v)| format!("SET {k} = '{v}';"))
-        .collect()
-}
-
 pub async fn sql_loop(
     ctx: &Ctx,
     what: SqlLoop,
@@ -326,10 +318,10 @@ async fn sql_loop_in(
         RETURNING id, index_name, doc_id, op, payload::text, attempts";
     let mut db = ctx.connect(&schema.url).await?;
     let mut conns = Vec::new();
+    // The worker's session settings, the way its pool gets them: in the URL's `options`.
+    let url = with_pg_options(&schema.url, outbox_worker::db::POOL_SESSION_OPTIONS);
     for k in 0..clients {
-        let c = ctx.connect(&schema.url).await?;
-        c.batch_execute(&session_sets(outbox_worker::db::POOL_SESSION_OPTIONS))
-            .await?;
+        let c = ctx.connect(&url).await?;
         let first = c
             .prepare(match what {
                 SqlLoop::ClaimDelete => CLAIM_DELETE,
@@ -358,25 +350,25 @@ async fn sql_loop_in(
                     return anyhow::Ok(total);
                 }
                 // Read the rows as a consumer would (the worker decodes every column too).
-                let events: Vec<ClaimedEvent> = match what {
+                match what {
                     SqlLoop::ClaimDelete => {
                         for r in &rows {
                             let _row: (i64, &str, &str, &str, Option<&str>, i32) =
                                 (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
                         }
-                        Vec::new()
                     }
-                    SqlLoop::ClaimAck => rows.iter().map(ClaimedEvent::from_row).collect(),
-                };
-                if what == SqlLoop::ClaimAck {
-                    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-                    let attempts: Vec<i32> = events.iter().map(|e| e.attempts).collect();
-                    let acked = c.execute(ack, &[&ids, &attempts, owner]).await?;
-                    ensure!(
-                        acked as usize == ids.len(),
-                        "lease loop acked {acked} of {}",
-                        ids.len()
-                    );
+                    SqlLoop::ClaimAck => {
+                        let events: Vec<ClaimedEvent> =
+                            rows.iter().map(ClaimedEvent::from_row).collect();
+                        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                        let attempts: Vec<i32> = events.iter().map(|e| e.attempts).collect();
+                        let acked = c.execute(ack, &[&ids, &attempts, owner]).await?;
+                        ensure!(
+                            acked as usize == ids.len(),
+                            "lease loop acked {acked} of {}",
+                            ids.len()
+                        );
+                    }
                 }
                 total += rows.len();
             }

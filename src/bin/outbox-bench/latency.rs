@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::ensure;
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{config::NotifyMode, metrics as m};
 use tokio_postgres::Client;
 
 use crate::{
@@ -154,7 +154,7 @@ pub async fn measure(
         conns.push((c, stmt));
     }
     let metrics_before = worker.scrape().await?;
-    let hist_before = stats::histogram(&metrics_before, "outbox_end_to_end_seconds");
+    let hist_before = stats::histogram(&metrics_before, m::END_TO_END_SECONDS);
     let cpu0 = CpuSnapshot::take(Some(worker.pid));
     let start = Instant::now() + Duration::from_millis(20);
     let total = (rate * seconds).round() as usize;
@@ -205,11 +205,11 @@ pub async fn measure(
     let metrics_after = worker.scrape().await?;
     let hist = stats::histogram_delta(
         &hist_before,
-        &stats::histogram(&metrics_after, "outbox_end_to_end_seconds"),
+        &stats::histogram(&metrics_after, m::END_TO_END_SECONDS),
     );
     let bulk = stats::histogram_delta(
-        &stats::histogram(&metrics_before, "outbox_bulk_duration_seconds"),
-        &stats::histogram(&metrics_after, "outbox_bulk_duration_seconds"),
+        &stats::histogram(&metrics_before, m::BULK_DURATION_SECONDS),
+        &stats::histogram(&metrics_after, m::BULK_DURATION_SECONDS),
     );
     let acks: HashMap<i64, f64> = db
         .query("SELECT id, acked_at FROM bench_acks", &[])
@@ -234,9 +234,8 @@ pub async fn measure(
     let last = events.iter().map(|e| e.1).fold(0.0, f64::max);
     let wall = (produced_at - start).as_secs_f64();
     let ms = |x: Option<f64>| x.map(|s| stats::round3(s * 1000.0));
-    let wakes =
-        |text: &str, label: &str| stats::metric_with_label(text, "outbox_wakes_total", label);
-    let wakes_total = |text: &str| stats::metric_sum(text, "outbox_wakes_total");
+    let wakes = |text: &str, label: &str| stats::metric_with_label(text, m::WAKES_TOTAL, label);
+    let wakes_total = |text: &str| stats::metric_sum(text, m::WAKES_TOTAL);
     let notif =
         wakes(&metrics_after, "\"notification\"") - wakes(&metrics_before, "\"notification\"");
     Ok(LatencyRun {

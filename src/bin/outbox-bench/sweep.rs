@@ -106,10 +106,7 @@ pub async fn point(
         let usage = w.stop().await;
         let mut p = r?;
         p.peak_rss_mib = stats::round3(usage.peak_rss_mib);
-        let left: i64 = db
-            .query_one("SELECT count(*) FROM outbox_events", &[])
-            .await?
-            .get(0);
+        let left = crate::drain::remaining(&db).await?;
         ensure!(left == 0, "{left} events left after the sweep drain");
         anyhow::Ok(p)
     }

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{config::NotifyMode, metrics as m};
 
 use crate::{
     ctx::Ctx,
@@ -100,8 +100,8 @@ pub async fn run(
                 seconds: elapsed,
                 tps: num("transactions") / elapsed,
                 events_per_s: num("events") / elapsed,
-                notifications: stats::metric_with_label(&after, "outbox_wakes_total", label)
-                    - stats::metric_with_label(&before, "outbox_wakes_total", label),
+                notifications: stats::metric_with_label(&after, m::WAKES_TOTAL, label)
+                    - stats::metric_with_label(&before, m::WAKES_TOTAL, label),
                 cores: cpu1.cores_since(&cpu0, wall),
                 worker: Usage::default(),
             })

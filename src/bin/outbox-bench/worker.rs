@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{config::NotifyMode, metrics as m};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
@@ -191,10 +191,7 @@ impl Worker {
     }
 
     pub async fn acked(&self) -> anyhow::Result<f64> {
-        Ok(stats::metric_sum(
-            &self.scrape().await?,
-            "outbox_acked_total",
-        ))
+        Ok(stats::metric_sum(&self.scrape().await?, m::ACKED_TOTAL))
     }
 
     /// Poll `outbox_acked_total` every 5 ms until it reaches `target`; returns when it did.

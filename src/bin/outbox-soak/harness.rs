@@ -17,7 +17,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use outbox_worker::{config::NotifyMode, migrate};
+use outbox_worker::{
+    config::{NotifyMode, redact_url},
+    migrate,
+};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -91,7 +94,7 @@ impl Ctx {
     pub async fn create_schema(&self) -> anyhow::Result<()> {
         let (admin, conn) = tokio_postgres::connect(&self.db_url, NoTls)
             .await
-            .with_context(|| format!("cannot connect to {}", redact(&self.db_url)))?;
+            .with_context(|| format!("cannot connect to {}", redact_url(&self.db_url)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -163,7 +166,7 @@ async fn connect_schema(url: &str, role: &str) -> anyhow::Result<Client> {
     let (client, conn) = cfg.connect(NoTls).await.with_context(|| {
         format!(
             "cannot connect to {} (is scripts/services.sh start done, and the database created?)",
-            redact(url)
+            redact_url(url)
         )
     })?;
     tokio::spawn(async move {
@@ -185,10 +188,10 @@ impl Db {
     /// The current connection, or a new one if it was lost.
     pub async fn get(&self) -> anyhow::Result<Arc<Client>> {
         let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = guard.as_ref()
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
         }
         let c = Arc::new(connect_schema(&self.url, &self.role).await?);
         *guard = Some(c.clone());
@@ -228,17 +231,6 @@ CREATE TABLE soak_events (
 );
 CREATE INDEX soak_events_doc_idx ON soak_events (doc_id, version);
 ";
-
-/// A URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
 
 /// The last lines of a log file, for messages about a process that misbehaved.
 pub fn log_tail(path: &Path, lines: usize) -> String {

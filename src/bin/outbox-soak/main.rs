@@ -415,7 +415,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         println!(
             "kept for investigation: schema {} (database {}), index {}, logs {}",
             ctx.schema(),
-            harness::redact(&ctx.db_url),
+            outbox_worker::config::redact_url(&ctx.db_url),
             ctx.index(),
             log_dir.display()
         );
@@ -429,10 +429,11 @@ async fn run(args: Args) -> anyhow::Result<Report> {
 async fn wait_drained(monitor: &Monitor, from: f64, timeout: f64, clock: &Clock) -> Option<f64> {
     loop {
         // A sample taken after `from` with nothing undelivered: drained.
-        if let Some(s) = monitor.last() {
-            if s.t > from && s.lag == 0 {
-                return Some(s.t - from);
-            }
+        if let Some(s) = monitor.last()
+            && s.t > from
+            && s.lag == 0
+        {
+            return Some(s.t - from);
         }
         if clock.now() - from > timeout {
             return None;

@@ -24,14 +24,12 @@ use crate::{
 
 pub const PERIOD: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Sample {
     /// Seconds since the start of the run.
     pub t: f64,
     /// Events pending or processing.
     pub lag: i64,
-    pub processing: i64,
-    pub failed: i64,
     /// Age of the oldest undelivered event, seconds.
     pub oldest_age: f64,
     /// Acks seen so far, summed over every worker incarnation.
@@ -119,8 +117,6 @@ impl Monitor {
             .await?
             .query_one(
                 "SELECT count(*) FILTER (WHERE status <> 'failed'),
-                        count(*) FILTER (WHERE status = 'processing'),
-                        count(*) FILTER (WHERE status = 'failed'),
                         coalesce(extract(epoch FROM now() - min(created_at)
                                  FILTER (WHERE status <> 'failed')), 0)::float8
                  FROM outbox_events",
@@ -130,9 +126,7 @@ impl Monitor {
         let s = Sample {
             t: self.clock.now(),
             lag: row.get(0),
-            processing: row.get(1),
-            failed: row.get(2),
-            oldest_age: row.get(3),
+            oldest_age: row.get(1),
             acked: self.total("outbox_acked_total"),
         };
         self.samples.lock().unwrap().push(s);
@@ -173,11 +167,10 @@ impl Monitor {
     pub async fn scrape(&self) {
         let mut targets = Vec::new();
         for lock in &self.workers.slots {
-            // Not let chains: the crate's rust-version (1.85) predates them.
-            if let Ok(guard) = lock.try_lock() {
-                if let Some(w) = guard.as_ref() {
-                    targets.push((w.id.clone(), w.metrics_url.clone()));
-                }
+            if let Ok(guard) = lock.try_lock()
+                && let Some(w) = guard.as_ref()
+            {
+                targets.push((w.id.clone(), w.metrics_url.clone()));
             }
         }
         let scrapes = targets.into_iter().map(|(id, url)| {
