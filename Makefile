@@ -1,9 +1,13 @@
-# The newcomer's commands. Each starts what it needs (PostgreSQL, the search engine).
-#   make demo   services up, migrate, a worker and a producer, then a summary
-#   make test   every test against the real PostgreSQL and the real engine (CI runs this)
-#   make bench  the end-to-end bench (target/bench/report.json)
-#   make labs   the runbook's failure labs v1-v4 (full size)
-#   make soak   the chaos soak (target/soak/report.json)
+# The newcomer's commands. Each installs and starts what it needs, so any of them can run
+# first on a fresh machine: Debian packages from scripts/deps.sh, then PostgreSQL and the
+# search engine from scripts/services.sh.
+#   make demo         services up, migrate, a worker and a producer, then a summary
+#   make test         every test against the real PostgreSQL and the real engine (CI runs this)
+#   make bench        the criterion benches, then the end-to-end bench (target/bench/report.json)
+#   make bench-quick  the end-to-end bench at CI size
+#   make labs         the runbook's failure labs v1-v4 (full size)
+#   make soak         the chaos soak (target/soak/report.json)
+#   make stop         stops PostgreSQL and the engine
 .PHONY: demo test labs bench bench-quick soak services stop lint build
 
 demo:

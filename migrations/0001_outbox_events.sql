@@ -1,4 +1,4 @@
--- The outbox table. Producer-owned columns (DESIGN.md "The producer's contract"):
+-- The outbox table. Producer-owned columns (docs/design.md §6, the producer's contract):
 -- projection, index_name, doc_id, op, payload, doc_version. Everything else is the worker's.
 CREATE TABLE IF NOT EXISTS outbox_events (
     id                    bigserial   PRIMARY KEY,
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS outbox_replay_audit (
     event_ids   bigint[]    NOT NULL
 );
 
--- Workers that are idle and waiting for a NOTIFY (adaptive trigger mode, DESIGN.md §4).
+-- Workers that are idle and waiting for a NOTIFY (adaptive trigger mode, docs/design.md §5).
 -- A row expires by itself, so a worker that dies while waiting cannot leave producers
 -- notifying forever; a waiting worker refreshes its row at every poll.
 CREATE TABLE IF NOT EXISTS outbox_waiting_workers (

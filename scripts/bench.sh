@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmarks (make bench / make bench-quick): the criterion benches (benches/), then the
 # end-to-end bench command, which writes target/bench/report.json and report.svg and prints
-# one summary line. Works from a fresh checkout: builds, starts the services, creates the
-# `outbox_bench` database.
+# one summary line. Works from a fresh checkout: builds, installs and starts what it needs
+# (scripts/deps.sh, scripts/services.sh, which also creates the `outbox_bench` database).
 #
 #   scripts/bench.sh            criterion benches, then the full end-to-end run (~15 min on 2 cores)
 #   scripts/bench.sh --quick    end-to-end only, sized for CI (a few minutes); the criterion
@@ -26,10 +26,8 @@ cargo build --release --locked --bins
 
 echo "== services" >&2
 # stdout carries only outbox-bench's summary line.
+scripts/deps.sh >&2
 scripts/services.sh start >&2
-if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='outbox_bench'" | grep -q 1; then
-  runuser -u postgres -- createdb outbox_bench
-fi
 export OUTBOX_BENCH_DATABASE_URL="${OUTBOX_BENCH_DATABASE_URL:-$(scripts/pg.sh url outbox_bench)}"
 export OUTBOX_BENCH_ELASTICSEARCH_URL="${OUTBOX_BENCH_ELASTICSEARCH_URL:-$(scripts/engine.sh url)}"
 

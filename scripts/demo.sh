@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end: services up, migrate, a worker running, an application-style
 # producer for a fixed time (plus a few bad events), then a summary of what happened.
-# Leaves PostgreSQL, the engine (and nothing else) running for a look afterwards.
+# Installs and starts what it needs (scripts/deps.sh, scripts/services.sh). Leaves PostgreSQL,
+# the engine (and nothing else) running for a look afterwards.
 #   DEMO_SECONDS (20)  DEMO_RATE events/s (1000)  DEMO_INDEX (demo_products)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ INDEX="${DEMO_INDEX:-demo_products}"
 OUT=target/demo
 mkdir -p "$OUT"
 
+scripts/deps.sh
 scripts/services.sh start
 cargo build --release --locked -q
 BIN=target/release/outbox-worker

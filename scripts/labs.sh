@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The runbook's regression entry: labs v1-v4 and the PostgreSQL faults, at full size,
-# against the real services, one line of figures per scenario at the end.
+# against the real services, one line of figures per scenario at the end. Installs and
+# starts what it needs (lab v2 puts nginx in front of the engine), so it runs first too.
 #   LABS_SCALE=ci scripts/labs.sh   runs them at CI size (as `make test` does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+scripts/deps.sh
 scripts/services.sh start
 export OUTBOX_TEST_DATABASE_URL="$(scripts/pg.sh url outbox_test)"
 export OUTBOX_TEST_ELASTICSEARCH_URL="$(scripts/engine.sh url)"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# PostgreSQL for the demo and the tests: Debian's `postgresql` package, its default cluster,
-# a password for the `postgres` role on 127.0.0.1, and the databases `outbox` and
-# `outbox_test`. Idempotent: `start` installs, creates and starts only what is missing.
+# PostgreSQL for the demo, the tests, the soak and the benches: Debian's `postgresql`
+# package, its default cluster, a password for the `postgres` role on 127.0.0.1, and the
+# databases `outbox`, `outbox_test`, `outbox_soak` and `outbox_bench`. Idempotent: `start`
+# installs, creates and starts only what is missing.
 #   scripts/pg.sh start|stop|status|url
 set -euo pipefail
 
 PG_PORT="${PG_PORT:-5432}"
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
-DATABASES=(outbox outbox_test)
+DATABASES=(outbox outbox_test outbox_soak outbox_bench)
 
 log() { echo "pg: $*" >&2; }
 

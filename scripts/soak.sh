@@ -3,7 +3,8 @@
 # PostgreSQL connection kills under a steady load, then the invariants (every event acked or
 # failed for an injected reason, every document at its newest version, nothing stuck, lost
 # or stale). Writes target/soak/report.json and prints the figures and one summary line.
-# Works from a fresh checkout: builds, starts the services, creates the `outbox_soak` database.
+# Works from a fresh checkout: builds, installs and starts what it needs (scripts/deps.sh,
+# scripts/services.sh, which also creates the `outbox_soak` database).
 #
 #   scripts/soak.sh                  about 5 minutes
 #   scripts/soak.sh --quick          about 65-75 s (CI)
@@ -19,10 +20,8 @@ echo "== build (release)" >&2
 cargo build --release --locked --bins
 
 echo "== services" >&2
+scripts/deps.sh
 scripts/services.sh start
-if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='outbox_soak'" | grep -q 1; then
-  runuser -u postgres -- createdb outbox_soak
-fi
 export OUTBOX_SOAK_DATABASE_URL="${OUTBOX_SOAK_DATABASE_URL:-$(scripts/pg.sh url outbox_soak)}"
 export OUTBOX_SOAK_ELASTICSEARCH_URL="${OUTBOX_SOAK_ELASTICSEARCH_URL:-$(scripts/engine.sh url)}"
 

@@ -1,20 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite against the real PostgreSQL and the real search engine.
-# Starts what it needs; a fresh `outbox_test` database every run.
+# Installs and starts what it needs (scripts/deps.sh, scripts/services.sh); a fresh
+# `outbox_test` database every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# Test tools from Debian's packages: nginx terminates TLS in front of the engine in the
-# security tests (installed without starting its service), openssl makes their CA.
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-  echo "== installing nginx-light (not started as a service)"
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light openssl >/dev/null \
-    || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light openssl >/dev/null; }
-  rm -f /usr/sbin/policy-rc.d
-fi
-
+scripts/deps.sh
 scripts/services.sh start
 export OUTBOX_TEST_DATABASE_URL="$(scripts/pg.sh url outbox_test)"
 export OUTBOX_TEST_ELASTICSEARCH_URL="$(scripts/engine.sh url)"
@@ -35,9 +27,6 @@ cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TES
 # A short chaos soak (the full one is make soak): three workers, kills, proxy faults and
 # connection kills under load, then the invariants (nothing lost, nothing stale).
 echo "== chaos soak (quick)"
-if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='outbox_soak'" | grep -q 1; then
-  runuser -u postgres -- createdb outbox_soak
-fi
 OUTBOX_SOAK_DATABASE_URL="$(scripts/pg.sh url outbox_soak)" OUTBOX_SOAK_ELASTICSEARCH_URL="$(scripts/engine.sh url)" \
   cargo run --locked -q --bin outbox-soak -- --quick --out target/soak/ci-report.json
 

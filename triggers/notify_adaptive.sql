@@ -1,5 +1,5 @@
 -- Adaptive wake-up (default): NOTIFY only while some worker waits for work.
--- A notifying commit takes a cluster-wide lock held through its WAL flush (DESIGN.md §4);
+-- A notifying commit takes a cluster-wide lock held through its WAL flush (docs/design.md §5);
 -- under load every worker is busy, nobody waits, and producers commit without that lock.
 -- SECURITY DEFINER with the search_path of migrate time: producers need no grant on the
 -- worker's tables, and nobody can redirect the lookup through their own search_path.

@@ -535,7 +535,7 @@ impl Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
-            .expect("nginx is installed by scripts/test.sh");
+            .expect("nginx is installed by scripts/deps.sh (every make target runs it)");
         let dir = std::env::temp_dir().join(unique("nginx"));
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display().to_string();
