@@ -15,26 +15,30 @@ use deadpool_postgres::Pool;
 use outbox_worker::{
     claim,
     config::{Config, NotifyMode},
+    contract::{self, DEFAULT_PROJECTION, NewEvent},
     db, migrate,
     outcome::{self, Outcomes},
 };
+use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls};
 
 const DEFAULT_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/outbox_bench";
-const PROJECTION: &str = "search_index_to_elastic";
 const OWNER: &str = "claim-cycle-bench";
 const BATCHES: &[usize] = &[100, 500];
 
 /// Backlog rows shaped like the end-to-end bench's documents (about 300 bytes of jsonb).
-const FILL: &str = "
-INSERT INTO outbox_events (index_name, doc_id, op, payload)
-SELECT 'demo_products', g::text, 'index',
-       jsonb_build_object('id', g, 'name', 'oak lamp ' || g, 'price_cents', (g * 7919) % 100000,
-                          'stock', g % 500, 'tags', jsonb_build_array('steel', 'linen'),
-                          'description', 'a sturdy product number ' || g
-                              || ' with a description long enough to look like a real catalogue entry')
-FROM generate_series(1, $1::bigint) AS g";
+fn fill_event(g: u64) -> NewEvent {
+    NewEvent::index(
+        "demo_products",
+        g.to_string(),
+        json!({
+            "id": g, "name": format!("oak lamp {g}"), "price_cents": (g * 7919) % 100_000,
+            "stock": g % 500, "tags": ["steel", "linen"],
+            "description": format!("a sturdy product number {g} with a description long enough to look like a real catalogue entry"),
+        }),
+    )
+}
 
 struct Db {
     admin: Client,
@@ -99,10 +103,11 @@ impl Db {
             .await
             .expect("vacuum");
         let add = (need - self.pending).max(20_000);
-        self.client
-            .execute(FILL, &[&(add as i64)])
-            .await
-            .expect("fill");
+        let ids: Vec<u64> = (1..=add as u64).collect();
+        for part in ids.chunks(10_000) {
+            let events: Vec<NewEvent> = part.iter().map(|&g| fill_event(g)).collect();
+            contract::insert(&self.client, &events).await.expect("fill");
+        }
         self.client
             .batch_execute("ANALYZE outbox_events")
             .await
@@ -114,7 +119,7 @@ impl Db {
     async fn cycle(&self, batch: usize) -> usize {
         let events = claim::claim(
             &self.pool,
-            PROJECTION,
+            DEFAULT_PROJECTION,
             batch,
             OWNER,
             Duration::from_secs(60),

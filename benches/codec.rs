@@ -9,7 +9,8 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use outbox_worker::{
     bulk::{classify::classify_response, encode},
-    event::{Action, ClaimedEvent, coalesce_by_document},
+    contract::Op,
+    event::{ClaimedEvent, coalesce_by_document},
 };
 
 const CHUNK: usize = 500;
@@ -36,7 +37,7 @@ fn event(i: usize, doc: usize) -> ClaimedEvent {
         id: i as i64 + 1,
         index_name: "demo_products".into(),
         doc_id: doc.to_string(),
-        op: "index".into(),
+        op: Op::Index.to_string(),
         payload: Some(payload(i)),
         version: i as i64 + 1,
         attempts: 1,
@@ -45,8 +46,8 @@ fn event(i: usize, doc: usize) -> ClaimedEvent {
     }
 }
 
-fn events(n: usize) -> Vec<(ClaimedEvent, Action)> {
-    (0..n).map(|i| (event(i, i), Action::Index)).collect()
+fn events(n: usize) -> Vec<(ClaimedEvent, Op)> {
+    (0..n).map(|i| (event(i, i), Op::Index)).collect()
 }
 
 /// A `_bulk` response body in the shape `filter_path` leaves (what the worker asks for).
@@ -109,7 +110,7 @@ fn encoding(c: &mut Criterion) {
 }
 
 fn classification(c: &mut Criterion) {
-    let actions = vec![Action::Index; CHUNK];
+    let ops = vec![Op::Index; CHUNK];
     let cases = [
         ("all_success_filtered_500", filtered_response(CHUNK, None)),
         ("all_success_unfiltered_500", full_response(CHUNK)),
@@ -120,7 +121,7 @@ fn classification(c: &mut Criterion) {
     g.throughput(Throughput::Elements(CHUNK as u64));
     for (name, body) in &cases {
         g.bench_function(*name, |b| {
-            b.iter(|| classify_response(200, black_box(body), black_box(&actions)))
+            b.iter(|| classify_response(200, black_box(body), black_box(&ops)))
         });
     }
     g.finish();

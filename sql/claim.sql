@@ -29,6 +29,8 @@ SET status = 'processing',
     next_retry_at = NULL
 FROM picked
 WHERE e.id = picked.id AND e.status = 'pending'
-RETURNING e.id, e.index_name, e.doc_id, e.op, e.payload::text AS payload,
-          COALESCE(e.doc_version, e.id) AS version, e.attempts, e.deferrals,
-          extract(epoch FROM e.created_at)::float8 AS created_epoch
+-- The lease's bookkeeping, then the producer's columns the encoder reads (src/contract.rs);
+-- ClaimedEvent::from_row reads them by name. jsonb goes out as text, to be sent as it is.
+RETURNING e.id, e.attempts, e.deferrals, extract(epoch FROM e.created_at)::float8 AS created_epoch,
+          e.index_name, e.doc_id, e.op, e.payload::text AS payload,
+          COALESCE(e.doc_version, e.id) AS version

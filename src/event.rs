@@ -3,6 +3,11 @@
 
 use std::collections::HashMap;
 
+use crate::contract::Op;
+
+// bridge until the pipeline split lands
+pub use crate::contract::Op as Action;
+
 /// One row returned by the claim, as the worker holds it while the lease runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedEvent {
@@ -24,6 +29,7 @@ pub struct ClaimedEvent {
 }
 
 impl ClaimedEvent {
+    /// Reads the columns `sql/claim.sql` returns, by name.
     pub fn from_row(row: &tokio_postgres::Row) -> Self {
         ClaimedEvent {
             id: row.get("id"),
@@ -39,19 +45,16 @@ impl ClaimedEvent {
     }
 }
 
-/// The bulk action an event becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Index,
-    Delete,
-}
-
-/// Why an event cannot be sent at all (ends `failed` / `invalid_event`).
-pub fn validate(ev: &ClaimedEvent) -> Result<Action, String> {
-    let action = match ev.op.as_str() {
-        "index" => Action::Index,
-        "delete" => Action::Delete,
-        other => return Err(format!("unknown op {other:?}: expected index or delete")),
+/// The op of a sendable event, or why it cannot be sent at all (it ends `failed` /
+/// `invalid_event`).
+pub fn validate(ev: &ClaimedEvent) -> Result<Op, String> {
+    let Some(op) = Op::parse(&ev.op) else {
+        return Err(format!(
+            "unknown op {:?}: expected {} or {}",
+            ev.op,
+            Op::Index,
+            Op::Delete
+        ));
     };
     if ev.doc_id.is_empty() {
         return Err("empty doc_id".into());
@@ -65,7 +68,7 @@ pub fn validate(ev: &ClaimedEvent) -> Result<Action, String> {
             ev.version
         ));
     }
-    if action == Action::Index {
+    if op == Op::Index {
         match ev.payload.as_deref() {
             None => return Err("payload is null for an index event".into()),
             // jsonb prints an object with a leading '{' and nothing before it.
@@ -75,7 +78,7 @@ pub fn validate(ev: &ClaimedEvent) -> Result<Action, String> {
             Some(_) => {}
         }
     }
-    Ok(action)
+    Ok(op)
 }
 
 /// Within one claimed batch, keep only the newest version of each document; the others
@@ -116,7 +119,7 @@ pub(crate) fn ev(id: i64, doc: &str, version: i64) -> ClaimedEvent {
         id,
         index_name: "idx".into(),
         doc_id: doc.into(),
-        op: "index".into(),
+        op: Op::Index.to_string(),
         payload: Some(format!("{{\"v\":{version}}}")),
         version,
         attempts: 1,
@@ -158,12 +161,12 @@ mod tests {
     #[test]
     fn validation_catches_each_invalid_shape() {
         let mut e = ev(1, "a", 1);
-        assert_eq!(validate(&e), Ok(Action::Index));
+        assert_eq!(validate(&e), Ok(Op::Index));
         e.op = "upsert".into();
         assert!(validate(&e).unwrap_err().contains("unknown op"));
         e.op = "delete".into();
         e.payload = None;
-        assert_eq!(validate(&e), Ok(Action::Delete));
+        assert_eq!(validate(&e), Ok(Op::Delete));
         e.op = "index".into();
         assert!(validate(&e).is_err());
         e.payload = Some("[1,2]".into());

@@ -3,6 +3,7 @@
 //! Where things live (one file per stage, DESIGN.md §1):
 //! - `listener`  the LISTEN connection (NOTIFY wakes)
 //! - `pipeline`  wake -> coalesce -> claim -> chunk -> concurrent `_bulk` -> outcomes
+//! - `contract`  the producer's contract: columns, ops, the insert; status and error_reason codes
 //! - `claim`     the claim under a lease (sql/claim.sql)
 //! - `bulk`      NDJSON encoding, the HTTP client, the outcome classification
 //! - `outcome`   ack / retry / fail / release, guarded by lease and attempt
@@ -16,6 +17,7 @@ pub mod backoff;
 pub mod bulk;
 pub mod claim;
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod error_chain;
 pub mod event;

@@ -4,7 +4,7 @@
 
 use deadpool_postgres::Pool;
 
-use crate::{db::DbError, sql};
+use crate::{contract::ErrorReason, db::DbError, sql};
 
 /// One event going back to pending.
 #[derive(Debug, Clone)]
@@ -12,7 +12,7 @@ pub struct Retry {
     pub id: i64,
     pub attempts: i32,
     pub delay_seconds: f64,
-    pub reason: String,
+    pub reason: ErrorReason,
     pub error: String,
     /// The event's own failure (uses up the attempt), or a deferral (refunds it).
     pub counted: bool,
@@ -24,7 +24,7 @@ pub struct Outcomes {
     pub ack: Vec<(i64, i32)>,
     pub retry: Vec<Retry>,
     /// (id, attempts, reason, error)
-    pub fail: Vec<(i64, i32, String, String)>,
+    pub fail: Vec<(i64, i32, ErrorReason, String)>,
 }
 
 impl Outcomes {
@@ -80,6 +80,7 @@ pub async fn apply(
                     &reasons,
                     &errors,
                     &counted,
+                    &ErrorReason::MaxAttemptsExceeded.as_str(),
                 ],
             )
             .await?;
@@ -109,7 +110,7 @@ pub async fn apply(
         let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         for (id, _, reason, _) in &o.fail {
             if done.contains(id) {
-                applied.failed.push((*id, reason.clone()));
+                applied.failed.push((*id, reason.to_string()));
             }
         }
         note_late(&ids, &done, &mut applied.late);

@@ -15,7 +15,11 @@ use std::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio_postgres::Client;
 
-use crate::{config::Config, db};
+use crate::{
+    config::Config,
+    contract::{self, NewEvent},
+    db,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum ProduceMode {
@@ -94,14 +98,6 @@ RETURNING version, jsonb_build_object(
 const DELETE_PRODUCT: &str = "
 WITH gone AS (DELETE FROM demo_products WHERE id = $1 RETURNING id)
 SELECT nextval('demo_product_version_seq')";
-
-const INSERT_EVENTS: &str = "
-INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
-SELECT $1, d, o, p, v FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::bigint[]) AS t(d, o, p, v)";
-
-const INSERT_EVENTS_OUTBOX_ONLY: &str = "
-INSERT INTO outbox_events (index_name, doc_id, op, payload)
-SELECT $1, d, o, p FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS t(d, o, p)";
 
 /// Words of the generated product documents: ten materials, then ten things.
 pub const WORDS: &[&str] = &[
@@ -200,10 +196,7 @@ async fn one_transaction(
     n: usize,
     rng: &mut StdRng,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut doc_ids = Vec::with_capacity(n);
-    let mut ops = Vec::with_capacity(n);
-    let mut payloads: Vec<Option<serde_json::Value>> = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
     client.batch_execute("BEGIN").await?;
     let result: Result<(), tokio_postgres::Error> = async {
         let mut picks: Vec<(i64, bool)> = (0..n)
@@ -215,17 +208,18 @@ async fn one_transaction(
         // Rows are locked in id order, so concurrent producers never deadlock on each other.
         picks.sort_unstable_by_key(|p| p.0);
         for (id, delete) in picks {
-            doc_ids.push(id.to_string());
+            let doc_id = id.to_string();
             if opts.mode == ProduceMode::Outbox {
-                ops.push(if delete { "delete" } else { "index" });
-                payloads.push((!delete).then(|| random_doc(id, rng)));
+                events.push(if delete {
+                    NewEvent::delete(&opts.index, doc_id)
+                } else {
+                    NewEvent::index(&opts.index, doc_id, random_doc(id, rng))
+                });
                 continue;
             }
             if delete {
                 let row = client.query_one(DELETE_PRODUCT, &[&id]).await?;
-                ops.push("delete");
-                payloads.push(None);
-                versions.push(row.get::<_, i64>(0));
+                events.push(NewEvent::delete(&opts.index, doc_id).version(row.get(0)));
             } else {
                 let name = format!(
                     "{} {}",
@@ -240,29 +234,10 @@ async fn one_transaction(
                 let row = client
                     .query_one(UPSERT_PRODUCT, &[&id, &name, &price, &stock, &tags])
                     .await?;
-                ops.push("index");
-                versions.push(row.get::<_, i64>(0));
-                payloads.push(Some(row.get::<_, serde_json::Value>(1)));
+                events.push(NewEvent::index(&opts.index, doc_id, row.get(1)).version(row.get(0)));
             }
         }
-        match opts.mode {
-            ProduceMode::Business => {
-                client
-                    .execute(
-                        INSERT_EVENTS,
-                        &[&opts.index, &doc_ids, &ops, &payloads, &versions],
-                    )
-                    .await?;
-            }
-            ProduceMode::Outbox => {
-                client
-                    .execute(
-                        INSERT_EVENTS_OUTBOX_ONLY,
-                        &[&opts.index, &doc_ids, &ops, &payloads],
-                    )
-                    .await?;
-            }
-        }
+        contract::insert(client, &events).await?;
         Ok(())
     }
     .await;

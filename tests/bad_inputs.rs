@@ -234,6 +234,7 @@ async fn e04_null_doc_id_is_refused_at_insert() {
     let err = s
         .client()
         .await
+        // Raw SQL: a null doc_id is what the contract (and the table) forbids.
         .execute(
             "INSERT INTO outbox_events (index_name, doc_id, op) VALUES ('i', NULL, 'index')",
             &[],

@@ -10,7 +10,8 @@ use outbox_worker::{
         client::BulkClient,
         encode,
     },
-    event::{Action, ClaimedEvent},
+    contract::{ErrorReason, Op},
+    event::ClaimedEvent,
 };
 use serde_json::json;
 
@@ -18,28 +19,23 @@ fn event(
     id: i64,
     index: &str,
     doc: &str,
-    op: &str,
+    op: Op,
     payload: Option<serde_json::Value>,
     version: i64,
-) -> (ClaimedEvent, Action) {
-    let action = if op == "delete" {
-        Action::Delete
-    } else {
-        Action::Index
-    };
+) -> (ClaimedEvent, Op) {
     (
         ClaimedEvent {
             id,
             index_name: index.into(),
             doc_id: doc.into(),
-            op: op.into(),
+            op: op.to_string(),
             payload: payload.map(|p| p.to_string()),
             version,
             attempts: 1,
             deferrals: 0,
             created_epoch: 0.0,
         },
-        action,
+        op,
     )
 }
 
@@ -52,9 +48,9 @@ fn client() -> BulkClient {
     BulkClient::new(&cfg).unwrap()
 }
 
-async fn send(c: &BulkClient, events: &[(ClaimedEvent, Action)]) -> RequestOutcome {
-    let actions: Vec<Action> = events.iter().map(|(_, a)| *a).collect();
-    c.send(encode::encode_all(events), &actions).await.0
+async fn send(c: &BulkClient, events: &[(ClaimedEvent, Op)]) -> RequestOutcome {
+    let ops: Vec<Op> = events.iter().map(|(_, op)| *op).collect();
+    c.send(encode::encode_all(events), &ops).await.0
 }
 
 #[tokio::test]
@@ -76,13 +72,20 @@ async fn bulk_items_are_classified_and_documents_read_back() {
                 1,
                 i,
                 "a",
-                "index",
+                Op::Index,
                 Some(json!({"n": 1, "t": "é \"q\"\nline"})),
                 5,
             ),
-            event(2, i, "b", "index", Some(json!({"n": 2})), 1),
-            event(3, i, "missing", "delete", None, 1),
-            event(4, i, "bad", "index", Some(json!({"n": "not a number"})), 1),
+            event(2, i, "b", Op::Index, Some(json!({"n": 2})), 1),
+            event(3, i, "missing", Op::Delete, None, 1),
+            event(
+                4,
+                i,
+                "bad",
+                Op::Index,
+                Some(json!({"n": "not a number"})),
+                1,
+            ),
         ],
     )
     .await;
@@ -93,10 +96,13 @@ async fn bulk_items_are_classified_and_documents_read_back() {
     assert_eq!(items[1], ItemOutcome::Ack(AckKind::Indexed));
     assert_eq!(items[2], ItemOutcome::Ack(AckKind::NotFound));
     match &items[3] {
-        ItemOutcome::Fail { reason, .. } => {
+        ItemOutcome::Fail {
+            reason: ErrorReason::Engine(t),
+            ..
+        } => {
             assert!(
-                reason == "mapper_parsing_exception" || reason == "document_parsing_exception",
-                "{reason}"
+                t == "mapper_parsing_exception" || t == "document_parsing_exception",
+                "{t}"
             )
         }
         other => panic!("{other:?}"),
@@ -110,9 +116,9 @@ async fn bulk_items_are_classified_and_documents_read_back() {
     let second = send(
         &c,
         &[
-            event(5, i, "a", "index", Some(json!({"n": 0})), 4),
-            event(6, i, "b", "index", Some(json!({"n": 22})), 2),
-            event(7, i, "a", "delete", None, 6),
+            event(5, i, "a", Op::Index, Some(json!({"n": 0})), 4),
+            event(6, i, "b", Op::Index, Some(json!({"n": 22})), 2),
+            event(7, i, "a", Op::Delete, None, 6),
         ],
     )
     .await;
@@ -138,14 +144,17 @@ async fn a_513_byte_id_is_refused_for_the_whole_request() {
     let outcome = send(
         &c,
         &[
-            event(1, &index, "fine", "index", Some(json!({})), 1),
-            event(2, &index, &"€".repeat(171), "index", Some(json!({})), 1),
+            event(1, &index, "fine", Op::Index, Some(json!({})), 1),
+            event(2, &index, &"€".repeat(171), Op::Index, Some(json!({})), 1),
         ],
     )
     .await;
     match outcome {
         RequestOutcome::Split { reason, error } => {
-            assert_eq!(reason, "action_request_validation_exception");
+            assert_eq!(
+                reason,
+                ErrorReason::Engine("action_request_validation_exception".into())
+            );
             assert!(error.contains("too long"), "{error}");
         }
         other => panic!("expected a whole-request refusal, got {other:?}"),
@@ -157,7 +166,7 @@ async fn a_513_byte_id_is_refused_for_the_whole_request() {
             3,
             &index,
             &"x".repeat(512),
-            "index",
+            Op::Index,
             Some(json!({})),
             1,
         )],
@@ -177,9 +186,16 @@ async fn an_unreachable_engine_retries_every_item() {
     ])
     .unwrap();
     let c = BulkClient::new(&cfg).unwrap();
-    let outcome = send(&c, &[event(1, "x", "a", "index", Some(json!({})), 1)]).await;
+    let outcome = send(&c, &[event(1, "x", "a", Op::Index, Some(json!({})), 1)]).await;
     assert!(
-        matches!(&outcome, RequestOutcome::RetryAll { reason, auth: false, .. } if reason == "engine_unreachable"),
+        matches!(
+            &outcome,
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::EngineUnreachable,
+                auth: false,
+                ..
+            }
+        ),
         "{outcome:?}"
     );
 }

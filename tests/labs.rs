@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, NewEvent},
+};
 use serde_json::{Value, json};
 
 use common::{BodyLimitProxy, Engine, FaultProxy, TestSchema, WorkerProcess};
@@ -60,13 +63,12 @@ async fn insert_versions(
     docs: std::ops::Range<i64>,
     version: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    c.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
-         SELECT $1, d::text, 'index', jsonb_build_object('doc', d, 'v', $4::bigint), $4::bigint
-         FROM generate_series($2::bigint, $3::bigint - 1) d",
-        &[&index, &docs.start, &docs.end, &version],
-    )
-    .await
+    let events: Vec<NewEvent> = docs
+        .map(|d| {
+            NewEvent::index(index, d.to_string(), json!({"doc": d, "v": version})).version(version)
+        })
+        .collect();
+    contract::insert(c, &events).await
 }
 
 /// Every document of `0..docs` holds exactly `version` (and its payload).
@@ -217,41 +219,40 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
     let scale = if full() { 10 } else { 1 };
     let i = index.as_str();
     let c = s.client().await;
-    let mut rows: Vec<(String, &str, Option<Value>)> = Vec::new();
+    let mut events: Vec<NewEvent> = Vec::new();
     for k in 0..20 * scale {
-        rows.push((format!("good-{k}"), "index", Some(json!({"n": k}))));
+        events.push(NewEvent::index(i, format!("good-{k}"), json!({"n": k})));
     }
     for k in 0..5 * scale {
-        rows.push((
+        events.push(NewEvent::index(
+            i,
             format!("strict-{k}"),
-            "index",
-            Some(json!({"n": k, "color": "red"})),
+            json!({"n": k, "color": "red"}),
         ));
     }
     for k in 0..3 * scale {
-        rows.push((
+        events.push(NewEvent::index(
+            i,
             format!("type-{k}"),
-            "index",
-            Some(json!({"n": "not a number"})),
+            json!({"n": "not a number"}),
         ));
     }
     for k in 0..2 {
-        rows.push((
+        events.push(NewEvent::index(
+            i,
             format!("huge-{k}"),
-            "index",
-            Some(json!({"n": 1, "blob": "x".repeat(100 * 1024)})),
+            json!({"n": 1, "blob": "x".repeat(100 * 1024)}),
         ));
     }
-    rows.push(("array".into(), "index", Some(json!([1, 2]))));
-    rows.push(("op".into(), "upsert", Some(json!({"n": 1}))));
-    for (doc, op, payload) in &rows {
-        c.execute(
-            "INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, $2, $3, $4)",
-            &[&i, doc, op, payload],
-        )
-        .await
-        .unwrap();
-    }
+    contract::insert(&c, &events).await.unwrap();
+    // Raw SQL: a payload that is not an object and an unknown op break the contract on purpose.
+    c.execute(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload) \
+         VALUES ($1, 'array', 'index', '[1, 2]'), ($1, 'op', 'upsert', '{\"n\": 1}')",
+        &[&i],
+    )
+    .await
+    .unwrap();
     let env = worker_env(&s, &nginx.url, &[("OUTBOX_BULK_SIZE", "50")]);
     let w = WorkerProcess::spawn(&env, &[]);
     s.wait_drained(Duration::from_secs(60)).await;
@@ -342,7 +343,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
     assert_eq!(still_failed, 3 * scale + 2 + 2);
     report(format!(
         "LAB v2 deterministic-errors: events={} failed_by_reason={by_reason:?} replayed={} indexed_after_fix={} still_failed={still_failed}",
-        rows.len(),
+        events.len() + 2,
         done["count"],
         engine.count(i).await
     ));

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, NewEvent},
+};
 use serde_json::{Value, json};
 
 use common::{Engine, TestSchema};
@@ -341,17 +344,16 @@ async fn gauges_are_exact_when_small_and_estimated_when_huge() {
     let cfg = s.config(&[]);
     let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
     let c = s.client().await;
-    c.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload) SELECT 'i', g::text, 'index', '{}' FROM generate_series(1, 7) g",
-        &[],
-    )
-    .await
-    .unwrap();
+    let events: Vec<NewEvent> = (1..=7)
+        .map(|g| NewEvent::index("i", g.to_string(), json!({})))
+        .collect();
+    contract::insert(&c, &events).await.unwrap();
     let g = sample(&pool, &cfg).await.unwrap();
     assert_eq!((g.lag_events, g.failed_events, g.stuck_events), (7, 0, 0));
     assert!(g.oldest_age_seconds >= 0.0 && g.oldest_age_seconds < 60.0);
 
     let huge = EXACT_COUNT_LIMIT + EXACT_COUNT_LIMIT / 2;
+    // A failed pile made directly: the columns it sets are the worker's, not the producer's.
     c.execute(
         "INSERT INTO outbox_events (index_name, doc_id, op, payload, status, error_reason, failed_at)
          SELECT 'i', g::text, 'index', '{}', 'failed', 'mapper_parsing_exception', now() FROM generate_series(1, $1::bigint) g",

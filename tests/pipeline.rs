@@ -4,7 +4,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use outbox_worker::{claim, config::NotifyMode, outcome, reclaim};
+use outbox_worker::{
+    claim,
+    config::NotifyMode,
+    contract::{self, ErrorReason, NewEvent},
+    event::ClaimedEvent,
+    outcome, reclaim,
+};
 use serde_json::json;
 
 use common::{Engine, InProcessWorker, TestSchema};
@@ -31,14 +37,17 @@ async fn three_workers_converge_on_the_newest_version_of_every_document() {
         producers.push(tokio::spawn(async move {
             let c = common::connect(&s_url).await;
             for block in (p..100).step_by(4) {
-                c.execute(
-                    "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
-                     SELECT $1, (g % 1000)::text, 'index', jsonb_build_object('doc', g % 1000, 'v', g), g
-                     FROM generate_series($2::bigint * 100 + 1, $2::bigint * 100 + 100) g",
-                    &[&index, &block],
-                )
-                .await
-                .unwrap();
+                let events: Vec<NewEvent> = (block * 100 + 1..=block * 100 + 100)
+                    .map(|g| {
+                        NewEvent::index(
+                            &index,
+                            (g % 1000).to_string(),
+                            json!({"doc": g % 1000, "v": g}),
+                        )
+                        .version(g)
+                    })
+                    .collect();
+                contract::insert(&c, &events).await.unwrap();
             }
         }));
     }
@@ -488,6 +497,58 @@ async fn repeated_reclaims_end_in_lease_expired() {
     );
 }
 
+/// An event whose own retryable failures use up OUTBOX_MAX_ATTEMPTS ends `failed` /
+/// `max_attempts_exceeded`, keeping the last error; a deferral at the same attempt does not.
+#[tokio::test]
+async fn counted_retries_end_in_max_attempts_exceeded() {
+    let s = TestSchema::new("exhaust", NotifyMode::Off).await;
+    let cfg = s.config(&[("max_attempts", "1")]);
+    let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
+    let c = s.client().await;
+    let ids = contract::insert_returning_ids(
+        &c,
+        &[
+            NewEvent::index("i", "a", json!({})),
+            NewEvent::index("i", "b", json!({})),
+        ],
+    )
+    .await
+    .unwrap();
+    let got = claim::claim(&pool, &cfg.projection, 10, "w", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let retry = |e: &ClaimedEvent, counted: bool| outcome::Retry {
+        id: e.id,
+        attempts: e.attempts,
+        delay_seconds: 0.0,
+        reason: ErrorReason::ServerError,
+        error: "server_error: boom".into(),
+        counted,
+    };
+    let o = outcome::Outcomes {
+        retry: vec![retry(&got[0], true), retry(&got[1], false)],
+        ..Default::default()
+    };
+    let applied = outcome::apply(&pool, "w", cfg.max_attempts, &o)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.failed,
+        vec![(ids[0], ErrorReason::MaxAttemptsExceeded.to_string())]
+    );
+    assert_eq!(
+        applied.retried,
+        vec![(ids[1], ErrorReason::ServerError.to_string())]
+    );
+    let error: String = c
+        .query_one("SELECT error FROM outbox_events WHERE id = $1", &[&ids[0]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(error, "server_error: boom", "the last error is kept");
+}
+
 /// Wait until the worker has marked itself waiting (it went idle).
 async fn wait_for_mark(s: &TestSchema) {
     let c = s.client().await;
@@ -521,12 +582,9 @@ async fn adaptive_race_commit_just_after_idle_is_found_by_follow_ups() {
     let index = common::unique("race_follow");
     let mut producer = s.client().await;
     let tx = producer.transaction().await.unwrap();
-    tx.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'x', 'index', '{}')",
-        &[&index],
-    )
-    .await
-    .unwrap();
+    contract::insert(&tx, &[NewEvent::index(&index, "x", json!({}))])
+        .await
+        .unwrap();
     // Only now does a worker start (poll every 60 s) and go idle, marked waiting.
     let w = InProcessWorker::start(s.config(&[("poll_interval_seconds", "60")]));
     wait_for_mark(&s).await;
@@ -546,12 +604,9 @@ async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
     let index = common::unique("race_poll");
     let mut producer = s.client().await;
     let tx = producer.transaction().await.unwrap();
-    tx.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'y', 'index', '{}')",
-        &[&index],
-    )
-    .await
-    .unwrap();
+    contract::insert(&tx, &[NewEvent::index(&index, "y", json!({}))])
+        .await
+        .unwrap();
     // A poll far enough away that a loaded machine cannot blur "after the follow-ups" with
     // "at the poll" (the poll comes 8-12 s after idle; the commit ~2.5 s after it).
     let poll = 10.0;

@@ -10,7 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbox_worker::{config::NotifyMode, db};
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, NewEvent},
+    db,
+};
 use serde_json::json;
 
 use common::{Engine, InProcessWorker, TestSchema};
@@ -429,21 +433,21 @@ async fn least_privilege_roles_are_enough() {
     let prod = common::connect(&as_role(&producer)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in 0..5 {
-        prod.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, $2, 'index', $3)",
-            &[&index, &format!("d{n}"), &json!({"n": n})]).await.unwrap();
+        contract::insert(
+            &prod,
+            &[NewEvent::index(&index, format!("d{n}"), json!({"n": n}))],
+        )
+        .await
+        .unwrap();
     }
+    // Raw SQL: a payload that is not an object breaks the contract on purpose.
     prod.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'bad', 'index', '[1]')", &[&index]).await.unwrap();
     s.wait_drained(Duration::from_secs(20)).await;
     w.stop().await;
     assert_eq!(Engine::new().count(&index).await, 5);
     // The worker role can do no more than it needs.
     let wc = common::connect(&as_role(&worker)).await;
-    let denied = wc
-        .execute(
-            "INSERT INTO outbox_events (index_name, doc_id, op) VALUES ('x','y','index')",
-            &[],
-        )
-        .await;
+    let denied = contract::insert(&wc, &[NewEvent::delete("x", "y")]).await;
     assert!(denied.unwrap_err().to_string().contains("db error"));
     assert!(wc.batch_execute("TRUNCATE outbox_events").await.is_err());
     assert!(

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, NewEvent},
+};
 use serde_json::json;
 
 use common::{Engine, TestSchema};
@@ -45,14 +48,13 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
         tokio::spawn(async move {
             let c = common::connect(&url).await;
             for round in 0..60i64 {
-                c.execute(
-                    "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
-                     SELECT $1, (g % 40)::text, 'index', jsonb_build_object('v', $2::bigint * 1000 + g), $2::bigint * 1000 + g
-                     FROM generate_series(1, 100) g",
-                    &[&index, &round],
-                )
-                .await
-                .unwrap();
+                let events: Vec<NewEvent> = (1..=100i64)
+                    .map(|g| {
+                        let v = round * 1000 + g;
+                        NewEvent::index(&index, (g % 40).to_string(), json!({"v": v})).version(v)
+                    })
+                    .collect();
+                contract::insert(&c, &events).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

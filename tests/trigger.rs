@@ -6,7 +6,11 @@ mod common;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, NewEvent},
+};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -52,13 +56,10 @@ impl Listener {
 
 async fn insert_txn(c: &mut tokio_postgres::Client, rows: i32, commit: bool) {
     let tx = c.transaction().await.unwrap();
-    tx.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload)
-         SELECT 'idx', g::text, 'index', jsonb_build_object('n', g) FROM generate_series(1, $1) g",
-        &[&rows],
-    )
-    .await
-    .unwrap();
+    let events: Vec<NewEvent> = (1..=rows)
+        .map(|g| NewEvent::index("idx", g.to_string(), json!({"n": g})))
+        .collect();
+    contract::insert(&tx, &events).await.unwrap();
     if commit {
         tx.commit().await.unwrap();
     } else {
@@ -96,7 +97,7 @@ async fn adaptive_notifies_once_per_transaction_only_while_a_worker_waits() {
     {
         let tx = c.transaction().await.unwrap();
         for _ in 0..2 {
-            tx.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ('i','d','index','{}')", &[])
+            contract::insert(&tx, &[NewEvent::index("i", "d", json!({}))])
                 .await
                 .unwrap();
         }

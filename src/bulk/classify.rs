@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::event::Action;
+use crate::contract::{ErrorReason, Op};
 
 /// Longest `error` text kept on an event.
 pub const MAX_ERROR_LEN: usize = 1000;
@@ -25,18 +25,18 @@ pub enum ItemOutcome {
     /// Transient, possibly the event's own doing (an item 5xx): back to pending with a
     /// backoff, using up an attempt.
     Retry {
-        reason: String,
+        reason: ErrorReason,
         error: String,
     },
     /// Not the event's fault (the whole request failed, or the engine is overloaded: an item
     /// 429): back to pending with a backoff, without using up an attempt.
     Defer {
-        reason: String,
+        reason: ErrorReason,
         error: String,
     },
     /// Deterministic: terminal `failed` with a short stable reason.
     Fail {
-        reason: String,
+        reason: ErrorReason,
         error: String,
     },
 }
@@ -48,14 +48,14 @@ pub enum RequestOutcome {
     Items(Vec<ItemOutcome>),
     /// Nothing was applied: every event is retried.
     RetryAll {
-        reason: String,
+        reason: ErrorReason,
         error: String,
         /// 401/403: the operator's problem, shouted about in logs and metrics.
         auth: bool,
     },
     /// 413, or another 4xx on the request as a whole: split the chunk to isolate the cause.
     /// A single event that still gets this fails with `reason`.
-    Split { reason: String, error: String },
+    Split { reason: ErrorReason, error: String },
 }
 
 #[derive(Deserialize)]
@@ -110,16 +110,25 @@ pub fn bound(mut s: String) -> String {
     s
 }
 
-fn describe(kind: &str, reason: Option<&str>) -> String {
+fn describe(kind: &ErrorReason, reason: Option<&str>) -> String {
     bound(match reason {
         Some(r) => format!("{kind}: {r}"),
         None => kind.to_string(),
     })
 }
 
+/// The engine's `error.type` when it gave one, else the worker's own code.
+fn engine_or(kind: &str, own: ErrorReason) -> ErrorReason {
+    if kind.is_empty() {
+        own
+    } else {
+        ErrorReason::Engine(kind.to_string())
+    }
+}
+
 /// One item: status and error type decide; the reason text never does.
 pub fn classify_item(
-    action: Action,
+    op: Op,
     status: u16,
     error_type: Option<&str>,
     error_reason: Option<&str>,
@@ -130,61 +139,44 @@ pub fn classify_item(
         409 if kind == "version_conflict_engine_exception" || kind.is_empty() => {
             ItemOutcome::Ack(AckKind::VersionConflict)
         }
-        404 if action == Action::Delete => ItemOutcome::Ack(AckKind::NotFound),
+        404 if op == Op::Delete => ItemOutcome::Ack(AckKind::NotFound),
         429 => {
-            let reason = if kind.is_empty() {
-                "too_many_requests"
-            } else {
-                kind
-            };
-            ItemOutcome::Defer {
-                reason: reason.to_string(),
-                error: describe(reason, error_reason),
-            }
+            let reason = engine_or(kind, ErrorReason::TooManyRequests);
+            let error = describe(&reason, error_reason);
+            ItemOutcome::Defer { reason, error }
         }
         500..=599 => {
-            let reason = if kind.is_empty() {
-                "server_error"
-            } else {
-                kind
-            };
-            ItemOutcome::Retry {
-                reason: reason.to_string(),
-                error: describe(reason, error_reason),
-            }
+            let reason = engine_or(kind, ErrorReason::ServerError);
+            let error = describe(&reason, error_reason);
+            ItemOutcome::Retry { reason, error }
         }
         _ => {
-            let reason = if kind.is_empty() {
-                format!("http_{status}")
-            } else {
-                kind.to_string()
-            };
+            let reason = engine_or(kind, ErrorReason::http(status));
             let error = describe(&reason, error_reason);
             ItemOutcome::Fail { reason, error }
         }
     }
 }
 
-/// A whole `_bulk` response. `actions` are the events sent, in order.
-pub fn classify_response(status: u16, body: &[u8], actions: &[Action]) -> RequestOutcome {
+/// A whole `_bulk` response. `ops` are those of the events sent, in order.
+pub fn classify_response(status: u16, body: &[u8], ops: &[Op]) -> RequestOutcome {
     match status {
-        200..=299 => classify_items(body, actions),
+        200..=299 => classify_items(body, ops),
         401 | 403 => RequestOutcome::RetryAll {
             reason: if status == 401 {
-                "unauthorized"
+                ErrorReason::Unauthorized
             } else {
-                "forbidden"
-            }
-            .to_string(),
+                ErrorReason::Forbidden
+            },
             error: request_error(status, body),
             auth: true,
         },
         413 => RequestOutcome::Split {
-            reason: "document_too_large".to_string(),
+            reason: ErrorReason::DocumentTooLarge,
             error: request_error(status, body),
         },
         429 => RequestOutcome::RetryAll {
-            reason: "too_many_requests".to_string(),
+            reason: ErrorReason::TooManyRequests,
             error: request_error(status, body),
             auth: false,
         },
@@ -196,37 +188,37 @@ pub fn classify_response(status: u16, body: &[u8], actions: &[Action]) -> Reques
             }
         }
         _ => RequestOutcome::RetryAll {
-            reason: "server_error".to_string(),
+            reason: ErrorReason::ServerError,
             error: request_error(status, body),
             auth: false,
         },
     }
 }
 
-fn classify_items(body: &[u8], actions: &[Action]) -> RequestOutcome {
+fn classify_items(body: &[u8], ops: &[Op]) -> RequestOutcome {
     let parsed: BulkResponse = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
             return RequestOutcome::RetryAll {
-                reason: "malformed_response".to_string(),
+                reason: ErrorReason::MalformedResponse,
                 error: bound(format!("bulk response is not JSON: {e}")),
                 auth: false,
             };
         }
     };
-    if parsed.items.len() != actions.len() {
+    if parsed.items.len() != ops.len() {
         return RequestOutcome::RetryAll {
-            reason: "malformed_response".to_string(),
+            reason: ErrorReason::MalformedResponse,
             error: format!(
                 "bulk response has {} items for {} actions",
                 parsed.items.len(),
-                actions.len()
+                ops.len()
             ),
             auth: false,
         };
     }
-    let mut out = Vec::with_capacity(actions.len());
-    for (wrapper, &action) in parsed.items.into_iter().zip(actions) {
+    let mut out = Vec::with_capacity(ops.len());
+    for (wrapper, &op) in parsed.items.into_iter().zip(ops) {
         let Some(item) = wrapper
             .index
             .or(wrapper.delete)
@@ -234,7 +226,7 @@ fn classify_items(body: &[u8], actions: &[Action]) -> RequestOutcome {
             .or(wrapper.update)
         else {
             return RequestOutcome::RetryAll {
-                reason: "malformed_response".to_string(),
+                reason: ErrorReason::MalformedResponse,
                 error: "bulk response item without an action key".to_string(),
                 auth: false,
             };
@@ -243,29 +235,32 @@ fn classify_items(body: &[u8], actions: &[Action]) -> RequestOutcome {
             Some(e) => (e.kind.as_deref(), e.reason.as_deref()),
             None => (None, None),
         };
-        out.push(classify_item(action, item.status, kind, reason));
+        out.push(classify_item(op, item.status, kind, reason));
     }
     RequestOutcome::Items(out)
 }
 
 /// `error.type` of a whole-request error body, and a bounded description.
-fn request_error_parts(status: u16, body: &[u8]) -> (String, String) {
+fn request_error_parts(status: u16, body: &[u8]) -> (ErrorReason, String) {
     match serde_json::from_slice::<RequestError>(body) {
         Ok(RequestError {
             error: Some(ErrorField::Object(e)),
         }) => {
-            let kind = e.kind.unwrap_or_else(|| format!("http_{status}"));
+            let kind = match e.kind {
+                Some(kind) => ErrorReason::Engine(kind),
+                None => ErrorReason::http(status),
+            };
             let text = describe(&kind, e.reason.as_deref());
             (kind, text)
         }
         Ok(RequestError {
             error: Some(ErrorField::Text(t)),
         }) => (
-            format!("http_{status}"),
+            ErrorReason::http(status),
             bound(format!("http {status}: {t}")),
         ),
         _ => (
-            format!("http_{status}"),
+            ErrorReason::http(status),
             bound(format!("http {status}: {}", String::from_utf8_lossy(body))),
         ),
     }
@@ -278,7 +273,7 @@ fn request_error(status: u16, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Action::*;
+    use Op::*;
 
     fn items(outcome: RequestOutcome) -> Vec<ItemOutcome> {
         match outcome {
@@ -317,17 +312,20 @@ mod tests {
         assert_eq!(got[1], ItemOutcome::Ack(AckKind::VersionConflict));
         assert_eq!(got[2], ItemOutcome::Ack(AckKind::NotFound));
         assert!(
-            matches!(&got[3], ItemOutcome::Defer { reason, .. } if reason == "es_rejected_execution_exception")
+            matches!(&got[3], ItemOutcome::Defer { reason: ErrorReason::Engine(t), .. } if t == "es_rejected_execution_exception")
         );
         match &got[4] {
             ItemOutcome::Fail { reason, error } => {
-                assert_eq!(reason, "document_parsing_exception");
+                assert_eq!(
+                    *reason,
+                    ErrorReason::Engine("document_parsing_exception".into())
+                );
                 assert!(error.contains("failed to parse field [n]"));
             }
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(&got[5], ItemOutcome::Retry { reason, .. } if reason == "unavailable_shards_exception")
+            matches!(&got[5], ItemOutcome::Retry { reason: ErrorReason::Engine(t), .. } if t == "unavailable_shards_exception")
         );
     }
 
@@ -346,7 +344,7 @@ mod tests {
         let body = r#"{"errors":true,"items":[{"index":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index [x]"}}}]}"#;
         let got = items(classify_response(200, body.as_bytes(), &[Index]));
         assert!(
-            matches!(&got[0], ItemOutcome::Fail { reason, .. } if reason == "index_not_found_exception")
+            matches!(&got[0], ItemOutcome::Fail { reason: ErrorReason::Engine(t), .. } if t == "index_not_found_exception")
         );
     }
 
@@ -355,46 +353,79 @@ mod tests {
         let body = r#"{"errors":false,"items":[{"index":{"status":201}}]}"#;
         assert!(matches!(
             classify_response(200, body.as_bytes(), &[Index, Index]),
-            RequestOutcome::RetryAll { ref reason, .. } if reason == "malformed_response"
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::MalformedResponse,
+                ..
+            }
         ));
         assert!(matches!(
             classify_response(200, b"<html>proxy</html>", &[Index]),
-            RequestOutcome::RetryAll { ref reason, .. } if reason == "malformed_response"
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::MalformedResponse,
+                ..
+            }
         ));
     }
 
     #[test]
     fn whole_request_statuses() {
         let retry = |status: u16, body: &str| classify_response(status, body.as_bytes(), &[Index]);
-        assert!(
-            matches!(retry(429, "{}"), RequestOutcome::RetryAll { ref reason, auth: false, .. } if reason == "too_many_requests")
-        );
-        assert!(
-            matches!(retry(503, "{}"), RequestOutcome::RetryAll { ref reason, auth: false, .. } if reason == "server_error")
-        );
+        assert!(matches!(
+            retry(429, "{}"),
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::TooManyRequests,
+                auth: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            retry(503, "{}"),
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::ServerError,
+                auth: false,
+                ..
+            }
+        ));
         assert!(matches!(
             retry(502, "bad gateway"),
             RequestOutcome::RetryAll { .. }
         ));
-        assert!(
-            matches!(retry(401, "{}"), RequestOutcome::RetryAll { ref reason, auth: true, .. } if reason == "unauthorized")
-        );
-        assert!(
-            matches!(retry(403, "{}"), RequestOutcome::RetryAll { ref reason, auth: true, .. } if reason == "forbidden")
-        );
-        assert!(
-            matches!(retry(413, ""), RequestOutcome::Split { ref reason, .. } if reason == "document_too_large")
-        );
+        assert!(matches!(
+            retry(401, "{}"),
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::Unauthorized,
+                auth: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            retry(403, "{}"),
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::Forbidden,
+                auth: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            retry(413, ""),
+            RequestOutcome::Split {
+                reason: ErrorReason::DocumentTooLarge,
+                ..
+            }
+        ));
         let validation = r#"{"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: id [aaa] is too long, must be no longer than 512 bytes but was: 513;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: id [aaa] is too long, must be no longer than 512 bytes but was: 513;"},"status":400}"#;
         match retry(400, validation) {
             RequestOutcome::Split { reason, error } => {
-                assert_eq!(reason, "action_request_validation_exception");
+                assert_eq!(
+                    reason,
+                    ErrorReason::Engine("action_request_validation_exception".into())
+                );
                 assert!(error.contains("too long"));
             }
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(retry(400, "not json"), RequestOutcome::Split { ref reason, .. } if reason == "http_400")
+            matches!(retry(400, "not json"), RequestOutcome::Split { reason: ErrorReason::Http(ref h), .. } if h.status() == 400)
         );
     }
 
@@ -415,14 +446,33 @@ mod tests {
         ));
         assert_eq!(got[0], ItemOutcome::Ack(AckKind::Indexed));
         assert!(
-            matches!(&got[1], ItemOutcome::Defer { reason, .. } if reason == "rejected_execution_exception")
+            matches!(&got[1], ItemOutcome::Defer { reason: ErrorReason::Engine(t), .. } if t == "rejected_execution_exception")
         );
         assert!(
-            matches!(&got[2], ItemOutcome::Fail { reason, .. } if reason == "mapper_parsing_exception")
+            matches!(&got[2], ItemOutcome::Fail { reason: ErrorReason::Engine(t), .. } if t == "mapper_parsing_exception")
         );
         assert_eq!(got[3], ItemOutcome::Ack(AckKind::NotFound));
         assert!(
-            matches!(&got[4], ItemOutcome::Fail { reason, .. } if reason == "strict_dynamic_mapping_exception")
+            matches!(&got[4], ItemOutcome::Fail { reason: ErrorReason::Engine(t), .. } if t == "strict_dynamic_mapping_exception")
         );
+    }
+
+    #[test]
+    fn an_item_error_without_a_type_gets_the_workers_own_code() {
+        assert!(matches!(
+            classify_item(Index, 429, None, None),
+            ItemOutcome::Defer {
+                reason: ErrorReason::TooManyRequests,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_item(Index, 502, None, Some("bad gateway")),
+            ItemOutcome::Retry { reason: ErrorReason::ServerError, ref error } if error == "server_error: bad gateway"
+        ));
+        assert!(matches!(
+            classify_item(Delete, 400, None, None),
+            ItemOutcome::Fail { reason: ErrorReason::Http(ref h), .. } if h.status() == 400
+        ));
     }
 }

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use super::classify::{RequestOutcome, bound, classify_response};
-use crate::{config::Config, event::Action};
+use crate::{
+    config::Config,
+    contract::{ErrorReason, Op},
+};
 
 /// Only what classification needs comes back: far smaller responses on success.
 const FILTER_PATH: &str = "errors,items.*.status,items.*.error.type,items.*.error.reason";
@@ -96,8 +99,9 @@ impl BulkClient {
         }
     }
 
-    /// Send one bulk body; returns the classified outcome and the request latency.
-    pub async fn send(&self, body: Vec<u8>, actions: &[Action]) -> (RequestOutcome, Duration) {
+    /// Send one bulk body (its events' `ops`, in order); returns the classified outcome and
+    /// the request latency.
+    pub async fn send(&self, body: Vec<u8>, ops: &[Op]) -> (RequestOutcome, Duration) {
         let started = Instant::now();
         let result = self
             .authed(self.http.post(self.bulk_url.clone()))
@@ -110,7 +114,7 @@ impl BulkClient {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match resp.bytes().await {
-                    Ok(bytes) => classify_response(status, &bytes, actions),
+                    Ok(bytes) => classify_response(status, &bytes, ops),
                     Err(e) => transport_failure(&e),
                 }
             }
@@ -141,14 +145,14 @@ fn describe_transport(e: &reqwest::Error) -> String {
 
 fn transport_failure(e: &reqwest::Error) -> RequestOutcome {
     let reason = if e.is_timeout() {
-        "request_timeout"
+        ErrorReason::RequestTimeout
     } else if e.is_connect() {
-        "engine_unreachable"
+        ErrorReason::EngineUnreachable
     } else {
-        "connection_error"
+        ErrorReason::ConnectionError
     };
     RequestOutcome::RetryAll {
-        reason: reason.to_string(),
+        reason,
         error: describe_transport(e),
         auth: false,
     }

@@ -3,20 +3,20 @@
 //! Every action carries `version_type=external` and the event's version, so a stale write
 //! can never overwrite a newer one, whatever the concurrency or number of workers.
 
-use crate::event::{Action, ClaimedEvent};
+use crate::{contract::Op, event::ClaimedEvent};
 
 /// One bulk request: the events it carries, in order, and their body.
 #[derive(Debug)]
 pub struct Chunk {
-    pub events: Vec<(ClaimedEvent, Action)>,
+    pub events: Vec<(ClaimedEvent, Op)>,
     pub body: Vec<u8>,
 }
 
 /// Append one action line (and the document line for `index`) to `buf`.
-pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, action: Action) {
-    buf.extend_from_slice(match action {
-        Action::Index => b"{\"index\":{\"_index\":",
-        Action::Delete => b"{\"delete\":{\"_index\":",
+pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, op: Op) {
+    buf.extend_from_slice(match op {
+        Op::Index => b"{\"index\":{\"_index\":",
+        Op::Delete => b"{\"delete\":{\"_index\":",
     });
     write_json_str(buf, &ev.index_name);
     buf.extend_from_slice(b",\"_id\":");
@@ -24,7 +24,7 @@ pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, action: Action) {
     buf.extend_from_slice(b",\"version\":");
     buf.extend_from_slice(itoa(ev.version).as_bytes());
     buf.extend_from_slice(b",\"version_type\":\"external\"}}\n");
-    if action == Action::Index {
+    if op == Op::Index {
         // PostgreSQL prints jsonb on one line with every control character escaped,
         // so the stored text is a valid NDJSON line as it is.
         buf.extend_from_slice(ev.payload.as_deref().unwrap_or("{}").as_bytes());
@@ -47,17 +47,13 @@ fn encoded_len_estimate(ev: &ClaimedEvent) -> usize {
 
 /// Split validated events into chunks of at most `max_events` events and about
 /// `max_bytes` bytes each (one event alone may exceed the byte cap: it goes alone).
-pub fn chunk(
-    events: Vec<(ClaimedEvent, Action)>,
-    max_events: usize,
-    max_bytes: usize,
-) -> Vec<Chunk> {
+pub fn chunk(events: Vec<(ClaimedEvent, Op)>, max_events: usize, max_bytes: usize) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     let mut current = Chunk {
         events: Vec::new(),
         body: Vec::new(),
     };
-    for (ev, action) in events {
+    for (ev, op) in events {
         let add = encoded_len_estimate(&ev);
         if !current.events.is_empty()
             && (current.events.len() >= max_events || current.body.len() + add > max_bytes)
@@ -70,8 +66,8 @@ pub fn chunk(
                 },
             ));
         }
-        encode_event(&mut current.body, &ev, action);
-        current.events.push((ev, action));
+        encode_event(&mut current.body, &ev, op);
+        current.events.push((ev, op));
     }
     if !current.events.is_empty() {
         chunks.push(current);
@@ -80,10 +76,10 @@ pub fn chunk(
 }
 
 /// Re-encode a subset of events (after a split).
-pub fn encode_all(events: &[(ClaimedEvent, Action)]) -> Vec<u8> {
+pub fn encode_all(events: &[(ClaimedEvent, Op)]) -> Vec<u8> {
     let mut body = Vec::new();
-    for (ev, action) in events {
-        encode_event(&mut body, ev, *action);
+    for (ev, op) in events {
+        encode_event(&mut body, ev, *op);
     }
     body
 }
@@ -104,7 +100,7 @@ mod tests {
     #[test]
     fn index_action_carries_external_version_and_payload() {
         let mut body = Vec::new();
-        encode_event(&mut body, &ev(7, "doc-1", 42), Action::Index);
+        encode_event(&mut body, &ev(7, "doc-1", 42), Op::Index);
         let l = lines(&body);
         assert_eq!(l.len(), 2);
         assert_eq!(
@@ -121,7 +117,7 @@ mod tests {
         e.payload = None;
         e.op = "delete".into();
         let mut body = Vec::new();
-        encode_event(&mut body, &e, Action::Delete);
+        encode_event(&mut body, &e, Op::Delete);
         let l = lines(&body);
         assert_eq!(l.len(), 1);
         assert_eq!(l[0]["delete"]["_id"], "d");
@@ -135,7 +131,7 @@ mod tests {
         // A payload as PostgreSQL prints jsonb: escapes, unicode kept.
         e.payload = Some(r#"{"t": "line1\nline2 \"q\" é😀"}"#.into());
         let mut body = Vec::new();
-        encode_event(&mut body, &e, Action::Index);
+        encode_event(&mut body, &e, Op::Index);
         let text = String::from_utf8(body.clone()).unwrap();
         assert_eq!(
             text.matches('\n').count(),
@@ -151,7 +147,7 @@ mod tests {
     #[test]
     fn chunks_respect_count_and_byte_caps() {
         let events: Vec<_> = (0..10)
-            .map(|i| (ev(i, &format!("d{i}"), i), Action::Index))
+            .map(|i| (ev(i, &format!("d{i}"), i), Op::Index))
             .collect();
         let by_count = chunk(events, 4, 1 << 20);
         assert_eq!(
@@ -162,9 +158,9 @@ mod tests {
         let mut big = ev(100, "big", 1);
         big.payload = Some(format!("{{\"x\":\"{}\"}}", "y".repeat(5000)));
         let events = vec![
-            (ev(1, "a", 1), Action::Index),
-            (big, Action::Index),
-            (ev(2, "b", 1), Action::Index),
+            (ev(1, "a", 1), Op::Index),
+            (big, Op::Index),
+            (ev(2, "b", 1), Op::Index),
         ];
         let by_bytes = chunk(events, 100, 1000);
         assert_eq!(
