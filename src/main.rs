@@ -1,10 +1,10 @@
-//! The `outbox-worker` binary: one binary, subcommands (DESIGN.md §5).
+//! The `outbox-worker` binary: one binary, subcommands.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, str::FromStr};
 
 use clap::{Parser, Subcommand};
 use outbox_worker::{
-    config::{Config, LogFormat, NotifyMode},
+    config::{self, Config, LogFormat, NotifyMode},
     db, migrate, producer, worker,
 };
 
@@ -28,12 +28,16 @@ enum Command {
     Run,
     /// Apply the schema and the insert trigger (idempotent; safe from several processes).
     Migrate {
-        /// Trigger mode; default from OUTBOX_NOTIFY_MODE (adaptive).
-        #[arg(long, value_parser = ["adaptive", "always", "off"])]
-        notify_mode: Option<String>,
+        /// Trigger mode, read as OUTBOX_NOTIFY_MODE is; default: OUTBOX_NOTIFY_MODE.
+        #[arg(long, value_parser = NotifyMode::from_str)]
+        notify_mode: Option<NotifyMode>,
     },
     /// Print the effective configuration, secrets redacted.
-    Config,
+    Config {
+        /// Print the table of every setting (default, unit, allowed values) as Markdown.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Event counts by state, stuck events, the failed pile by reason (the runbook's SQL).
     Stats {
         #[arg(long)]
@@ -104,6 +108,11 @@ macro_rules! emit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config { markdown: true } = cli.command {
+        // Documentation: needs no valid configuration.
+        emit!("{}", config::markdown().trim_end());
+        return ExitCode::SUCCESS;
+    }
     let mut cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -125,11 +134,7 @@ fn main() -> ExitCode {
             }
             Command::Migrate { notify_mode } => {
                 if let Some(m) = notify_mode {
-                    cfg.notify_mode = match m.as_str() {
-                        "always" => NotifyMode::Always,
-                        "off" => NotifyMode::Off,
-                        _ => NotifyMode::Adaptive,
-                    };
+                    cfg.notify_mode = m;
                 }
                 let mut client = db::connect_simple(&cfg, "migrate").await?;
                 let report = migrate::migrate(&mut client, cfg.notify_mode).await?;
@@ -141,7 +146,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Config => {
+            Command::Config { .. } => {
                 emit!("{}", serde_json::to_string_pretty(&cfg.redacted_json())?);
                 Ok(())
             }
