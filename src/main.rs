@@ -1,6 +1,6 @@
 //! The `outbox-worker` binary: one binary, subcommands.
 
-use std::{path::PathBuf, process::ExitCode, str::FromStr};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, str::FromStr};
 
 use clap::{Parser, Subcommand};
 use outbox_worker::{
@@ -255,11 +255,36 @@ fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(format!("{},tokio_postgres=warn", cfg.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = colour_logs(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Colour codes belong on a terminal only: in a log file they are noise. `NO_COLOR` set to
+/// anything but the empty string turns them off there too (no-color.org).
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_logs;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some("".as_ref())));
+        assert!(!colour_logs(true, Some("1".as_ref())));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some("1".as_ref())));
     }
 }

@@ -366,3 +366,54 @@ fn the_runbook_tables_agree_with_the_settings_table() {
         }
     }
 }
+
+// ---------- logs ----------
+
+/// A worker whose stderr is a file writes no colour codes there (and `NO_COLOR` is unset).
+#[tokio::test]
+async fn logs_to_a_file_carry_no_escape_codes() {
+    let s = common::TestSchema::new("nocolour", outbox_worker::config::NotifyMode::Adaptive).await;
+    let log = std::env::temp_dir().join(format!("{}.log", common::unique("nocolour")));
+    let mut child = Command::new(common::binary())
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(s.env())
+        .env("OUTBOX_WORKER_ID", common::unique("nocolour"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("worker started")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "worker exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no start line: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(" INFO ") && text.contains("worker stopped"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in the log file: {text:?}"
+    );
+}

@@ -285,7 +285,7 @@ pub const SETTINGS: &[Setting] = &[
         default: DefaultValue::Text("text"),
         unit: "",
         allowed: Allowed::Word(LogFormat::WORDS),
-        doc: "`json` for log pipelines",
+        doc: "`json` for log pipelines; text has colours only on a terminal",
     },
     Setting {
         key: "log_level",
