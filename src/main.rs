@@ -1,10 +1,10 @@
-//! The `outbox-worker` binary: one binary, subcommands (DESIGN.md §5).
+//! The `outbox-worker` binary: one binary, subcommands.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, str::FromStr};
 
 use clap::{Parser, Subcommand};
 use outbox_worker::{
-    config::{Config, LogFormat, NotifyMode},
+    config::{self, Config, LogFormat, NotifyMode},
     db, migrate, producer, worker,
 };
 
@@ -28,12 +28,16 @@ enum Command {
     Run,
     /// Apply the schema and the insert trigger (idempotent; safe from several processes).
     Migrate {
-        /// Trigger mode; default from OUTBOX_NOTIFY_MODE (adaptive).
-        #[arg(long, value_parser = ["adaptive", "always", "off"])]
-        notify_mode: Option<String>,
+        /// Trigger mode, read as OUTBOX_NOTIFY_MODE is; default: OUTBOX_NOTIFY_MODE.
+        #[arg(long, value_parser = NotifyMode::from_str)]
+        notify_mode: Option<NotifyMode>,
     },
     /// Print the effective configuration, secrets redacted.
-    Config,
+    Config {
+        /// Print the table of every setting (default, unit, allowed values) as Markdown.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Event counts by state, stuck events, the failed pile by reason (the runbook's SQL).
     Stats {
         #[arg(long)]
@@ -104,6 +108,11 @@ macro_rules! emit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config { markdown: true } = cli.command {
+        // Documentation: needs no valid configuration.
+        emit!("{}", config::markdown().trim_end());
+        return ExitCode::SUCCESS;
+    }
     let mut cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -125,11 +134,7 @@ fn main() -> ExitCode {
             }
             Command::Migrate { notify_mode } => {
                 if let Some(m) = notify_mode {
-                    cfg.notify_mode = match m.as_str() {
-                        "always" => NotifyMode::Always,
-                        "off" => NotifyMode::Off,
-                        _ => NotifyMode::Adaptive,
-                    };
+                    cfg.notify_mode = m;
                 }
                 let mut client = db::connect_simple(&cfg, "migrate").await?;
                 let report = migrate::migrate(&mut client, cfg.notify_mode).await?;
@@ -141,7 +146,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Config => {
+            Command::Config { .. } => {
                 emit!("{}", serde_json::to_string_pretty(&cfg.redacted_json())?);
                 Ok(())
             }
@@ -250,11 +255,36 @@ fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(format!("{},tokio_postgres=warn", cfg.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = colour_logs(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Colour codes belong on a terminal only: in a log file they are noise. `NO_COLOR` set to
+/// anything but the empty string turns them off there too (no-color.org).
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_logs;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some("".as_ref())));
+        assert!(!colour_logs(true, Some("1".as_ref())));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some("1".as_ref())));
     }
 }

@@ -211,3 +211,209 @@ fn secrets_are_redacted_in_config_output() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unknown_variable_stops_start_up_naming_the_nearest_one() {
+    assert_one_line_error(
+        &[("OUTBOX_BULK_SIZ", "5")],
+        &["unknown variable OUTBOX_BULK_SIZ: did you mean OUTBOX_BULK_SIZE?"],
+    );
+    let (code, _, _) = run_config(&[("OUTBOX_BULK_SIZ", "5")], None);
+    assert_eq!(code, 2, "a configuration error");
+    // The config file's path is a known variable, not a setting.
+    let (code, _, stderr) = run_config(&[("OUTBOX_CONFIG", "/nonexistent/outbox.toml")], None);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("/nonexistent/outbox.toml"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_key_in_the_file_stops_start_up_naming_the_nearest_one() {
+    let dir = std::env::temp_dir().join(common::unique("cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("outbox.toml");
+    std::fs::write(&file, "bulk_size = 250\nconcurency = 3\n").unwrap();
+    let (code, stdout, stderr) = run_config(&[], file.to_str());
+    assert_eq!(code, 2, "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "outbox-worker: unknown key concurency in {}: did you mean concurrency?",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn migrate_reads_its_notify_mode_with_the_settings_parser() {
+    // Refused before any connection: the flag goes through NotifyMode's one parser.
+    let out = Command::new(common::binary())
+        .env_clear()
+        .args(["migrate", "--notify-mode", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expected adaptive, always or off"),
+        "{stderr}"
+    );
+}
+
+// ---------- the docs tables are the settings table ----------
+
+/// The cells of a Markdown table row (`\|` stays inside a cell).
+fn row_cells(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut chars = line.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                cells.last_mut().unwrap().push(chars.next().unwrap())
+            }
+            '|' => cells.push(String::new()),
+            c => cells.last_mut().unwrap().push(c),
+        }
+    }
+    // Drop what lies outside the outer pipes.
+    cells.remove(0);
+    cells.pop();
+    cells.iter().map(|c| c.trim().to_string()).collect()
+}
+
+/// The settings table as `config --markdown` prints it: the whole text, and by variable the
+/// cells every docs table shows (default, unit, allowed).
+fn settings_markdown() -> (String, Vec<(String, Vec<String>)>) {
+    let out = Command::new(common::binary())
+        .env_clear()
+        .args(["config", "--markdown"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows = text
+        .lines()
+        .skip(2)
+        .map(|l| {
+            let c = row_cells(l);
+            (c[0].trim_matches('`').to_string(), c[1..4].to_vec())
+        })
+        .collect();
+    (text, rows)
+}
+
+fn doc(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The text from the first line starting with `from` to the next starting with `to`.
+fn section<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
+    let start = text
+        .find(&format!("\n{from}"))
+        .unwrap_or_else(|| panic!("no {from:?}"));
+    let end = text[start + 1..]
+        .find(&format!("\n{to}"))
+        .map_or(text.len(), |e| start + 1 + e);
+    &text[start..end]
+}
+
+#[test]
+fn the_readme_table_is_config_markdown() {
+    let (markdown, _) = settings_markdown();
+    let readme = doc("README.md");
+    let table: Vec<&str> = section(&readme, "## Configuration", "## ")
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(
+        table.join("\n"),
+        markdown.trim_end(),
+        "README's configuration table differs from `outbox-worker config --markdown`: paste its output"
+    );
+}
+
+#[test]
+fn the_runbook_tables_agree_with_the_settings_table() {
+    let (_, settings) = settings_markdown();
+    for path in ["docs/runbook.en.md", "docs/runbook.md"] {
+        let runbook = doc(path);
+        let mut seen = Vec::new();
+        for line in section(&runbook, "## 5)", "### 5.3").lines() {
+            let cells = row_cells(line);
+            // Rows name their variable in backquotes; headers and rules do not.
+            let Some(var) = cells.first().and_then(|c| {
+                let start = c.find("`OUTBOX_")? + 1;
+                Some(c[start..start + c[start..].find('`')?].to_string())
+            }) else {
+                continue;
+            };
+            if var == "OUTBOX_CONFIG" {
+                continue; // the file's path: no setting
+            }
+            let (_, want) = settings
+                .iter()
+                .find(|(v, _)| *v == var)
+                .unwrap_or_else(|| panic!("{path}: {var} is no setting"));
+            assert_eq!(
+                &cells[1..4],
+                &want[..],
+                "{path}: default, unit, allowed of {var} differ from `outbox-worker config --markdown`"
+            );
+            assert!(!seen.contains(&var), "{path}: {var} twice");
+            seen.push(var);
+        }
+        for (var, _) in &settings {
+            assert!(seen.contains(var), "{path} §5.1/§5.2 miss {var}");
+        }
+    }
+}
+
+// ---------- logs ----------
+
+/// A worker whose stderr is a file writes no colour codes there (and `NO_COLOR` is unset).
+#[tokio::test]
+async fn logs_to_a_file_carry_no_escape_codes() {
+    let s = common::TestSchema::new("nocolour", outbox_worker::config::NotifyMode::Adaptive).await;
+    let log = std::env::temp_dir().join(format!("{}.log", common::unique("nocolour")));
+    let mut child = Command::new(common::binary())
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(s.env())
+        .env("OUTBOX_WORKER_ID", common::unique("nocolour"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("worker started")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "worker exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no start line: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(" INFO ") && text.contains("worker stopped"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in the log file: {text:?}"
+    );
+}
