@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deadpool_postgres::Pool;
 use outbox_worker::{
-    claim,
     config::{Config, NotifyMode},
     db, migrate,
-    outcome::{self, Outcomes},
+    store::{
+        claim,
+        outcomes::{self as outcome, Outcomes},
+    },
 };
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls};

@@ -8,7 +8,13 @@ use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{config::Config, db::DbError, metrics as m, pipeline::Waker, sql, waiting};
+use crate::{
+    config::Config,
+    db::DbError,
+    metrics as m, sql,
+    store::{db_error, waiting},
+    wake::{WakeSource, Waker},
+};
 
 /// Rows per reclaim statement; the reclaimer loops until a statement returns fewer.
 const BATCH: i64 = 1000;
@@ -77,12 +83,12 @@ pub async fn run(cfg: Arc<Config>, pool: Pool, waker: Waker, shutdown: Cancellat
             _ = shutdown.cancelled() => return,
         }
         match reclaim_once(&pool, &cfg).await {
-            Ok(r) if !r.to_pending.is_empty() => waker.wake("reclaim"),
+            Ok(r) if !r.to_pending.is_empty() => waker.wake(WakeSource::Reclaim),
             Ok(_) => {}
-            Err(e) => crate::pipeline::db_error("reclaim", &e),
+            Err(e) => db_error("reclaim", &e),
         }
         if let Err(e) = waiting::purge_expired(&pool).await {
-            crate::pipeline::db_error("purge_waiting", &e);
+            db_error("purge_waiting", &e);
         }
     }
 }

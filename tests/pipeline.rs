@@ -4,7 +4,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use outbox_worker::{claim, config::NotifyMode, outcome, reclaim};
+use outbox_worker::{
+    config::NotifyMode,
+    reclaim,
+    store::{claim, outcomes as outcome},
+};
 use serde_json::json;
 
 use common::{Engine, InProcessWorker, TestSchema};
