@@ -101,6 +101,8 @@ mod tests {
     use crate::{
         bulk::classify::{RequestOutcome, classify_response},
         event::{Action, ev},
+        reclaim,
+        store::reclaim::Stuck,
     };
     use rand::{SeedableRng, rngs::StdRng};
 
@@ -218,6 +220,55 @@ mod tests {
             matches!(&got[0], Decision::Fail { reason, .. } if reason == "index_not_found_exception")
         );
         assert_eq!(got[1], Decision::Ack(AckKind::NotFound));
+    }
+
+    fn delay_of(d: Decision) -> Duration {
+        match d {
+            Decision::Retry { delay, .. } => delay,
+            other => panic!("expected a retry: {other:?}"),
+        }
+    }
+
+    /// The pin of "one backoff for every retry path": a stuck event the reclaimer returns,
+    /// an item the engine answered 429, and a request the engine refused as a whole (each of
+    /// its events deferred), all with the same history, get the same delay, draw for draw.
+    #[test]
+    fn reclaimed_429d_and_refused_events_with_one_history_get_one_delay() {
+        for (attempts, deferrals) in [(1, 0), (1, 10), (3, 2), (11, 40)] {
+            let e = event(9, attempts, deferrals);
+            let stuck = Stuck {
+                id: 9,
+                attempts,
+                deferrals,
+                lease_owner: None,
+            };
+            let item_429 = classify_response(
+                200,
+                br#"{"errors":true,"items":[{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}"#,
+                &[Action::Index],
+            );
+            let RequestOutcome::Items(items) = item_429 else {
+                panic!("expected items");
+            };
+            // What dispatch.rs makes of each event of a request that failed as a whole.
+            let refused = ItemOutcome::Defer {
+                reason: "server_error".into(),
+                error: "http 503".into(),
+            };
+            let (mut r1, mut r2, mut r3) = (
+                StdRng::seed_from_u64(5),
+                StdRng::seed_from_u64(5),
+                StdRng::seed_from_u64(5),
+            );
+            for _ in 0..100 {
+                let reclaimed = reclaim::plan(&stuck, 1000, &BACKOFF, &mut r1).unwrap();
+                let by_429 = delay_of(decide(items[0].clone(), &e, &BACKOFF, &mut r2));
+                let by_refusal = delay_of(decide(refused.clone(), &e, &BACKOFF, &mut r3));
+                assert_eq!(reclaimed, by_429, "history {attempts}+{deferrals}");
+                assert_eq!(reclaimed, by_refusal, "history {attempts}+{deferrals}");
+                assert!(reclaimed <= BACKOFF.ceiling(attempts, deferrals));
+            }
+        }
     }
 
     #[test]
