@@ -10,7 +10,7 @@
 //! - `backoff`   one retry delay for every path that retries an event
 //! - `sampler`, `metrics`  gauges, counters, `/metrics`, `/healthz`, `/readyz`
 //! - `replay`, `stats`  the operator commands
-//! - `migrate`, `config`, `db`, `sql`, `backoff`, `producer`, `worker`
+//! - `migrate`, `config`, `db`, `sql`, `producer`, `worker`
 
 pub mod backoff;
 pub mod bulk;
