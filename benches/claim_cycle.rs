@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deadpool_postgres::Pool;
 use outbox_worker::{
-    claim,
     config::{Config, NotifyMode},
     contract::{self, DEFAULT_PROJECTION, NewEvent},
     db, migrate,
-    outcome::{self, Outcomes},
+    store::{
+        claim,
+        outcomes::{self as outcome, Outcomes},
+    },
 };
 use serde_json::json;
 use tokio::runtime::Runtime;

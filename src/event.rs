@@ -5,9 +5,6 @@ use std::collections::HashMap;
 
 use crate::contract::Op;
 
-// bridge until the pipeline split lands
-pub use crate::contract::Op as Action;
-
 /// One row returned by the claim, as the worker holds it while the lease runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedEvent {

@@ -1,21 +1,20 @@
 //! outbox-worker: projects a PostgreSQL transactional outbox into Elasticsearch / OpenSearch.
 //!
 //! Where things live (one file per stage, DESIGN.md §1):
+//! - `wake`      where a wake comes from, and the waker (coalescing)
 //! - `listener`  the LISTEN connection (NOTIFY wakes)
-//! - `pipeline`  wake -> coalesce -> claim -> chunk -> concurrent `_bulk` -> outcomes
+//! - `pipeline`  idle -> drain -> dispatch -> outcome -> resolve, one file per stage
 //! - `contract`  the producer's contract: columns, ops, the insert; status and error_reason codes
-//! - `claim`     the claim under a lease (sql/claim.sql)
 //! - `bulk`      NDJSON encoding, the HTTP client, the outcome classification
-//! - `outcome`   ack / retry / fail / release, guarded by lease and attempt
+//! - `store`     claim, ack / retry / fail / release, reclaim, the waiting mark (sql/)
 //! - `reclaim`   the reclaimer of stuck events
-//! - `waiting`   the worker side of the adaptive trigger
+//! - `backoff`   one retry delay for every path that retries an event
 //! - `sampler`, `metrics`  gauges, counters, `/metrics`, `/healthz`, `/readyz`
 //! - `replay`, `stats`  the operator commands
-//! - `migrate`, `config`, `db`, `sql`, `backoff`, `producer`, `worker`
+//! - `migrate`, `config`, `db`, `sql`, `producer`, `worker`
 
 pub mod backoff;
 pub mod bulk;
-pub mod claim;
 pub mod config;
 pub mod contract;
 pub mod db;
@@ -24,7 +23,6 @@ pub mod event;
 pub mod listener;
 pub mod metrics;
 pub mod migrate;
-pub mod outcome;
 pub mod pipeline;
 pub mod producer;
 pub mod reclaim;
@@ -32,6 +30,7 @@ pub mod replay;
 pub mod sampler;
 pub mod sql;
 pub mod stats;
+pub mod store;
 pub mod tls;
-pub mod waiting;
+pub mod wake;
 pub mod worker;

@@ -11,7 +11,13 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{backoff, config::Config, db, metrics::Health, pipeline::Waker};
+use crate::{
+    backoff,
+    config::Config,
+    db,
+    metrics::Health,
+    wake::{WakeSource, Waker},
+};
 
 /// The channel the trigger notifies (triggers/*.sql).
 pub const CHANNEL: &str = "outbox_events";
@@ -65,7 +71,7 @@ async fn listen_once(
                         .as_deref()
                         .is_none_or(|s| s == n.payload());
                     if ours {
-                        notify_waker.wake("notification");
+                        notify_waker.wake(WakeSource::Notification);
                     }
                 }
                 Some(Ok(_)) => {}
@@ -94,9 +100,9 @@ async fn listen_once(
     );
     // Catch up on whatever was committed while no one listened.
     waker.wake(if first {
-        "listen_connected"
+        WakeSource::ListenConnected
     } else {
-        "listen_reconnected"
+        WakeSource::ListenReconnected
     });
     loop {
         tokio::select! {

@@ -70,7 +70,7 @@ pub async fn run(cfg: Arc<Config>, pool: Pool, shutdown: CancellationToken) {
                 metrics::gauge!(m::FAILED_EVENTS).set(g.failed_events as f64);
                 metrics::counter!(m::REPLAYED_TOTAL).absolute(g.replayed_events as u64);
             }
-            Err(e) => crate::pipeline::db_error("sample_gauges", &e),
+            Err(e) => crate::store::db_error("sample_gauges", &e),
         }
         tokio::select! {
             _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}

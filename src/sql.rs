@@ -6,6 +6,7 @@ pub const ACK: &str = include_str!("../sql/ack.sql");
 pub const RETRY: &str = include_str!("../sql/retry.sql");
 pub const FAIL: &str = include_str!("../sql/fail.sql");
 pub const RELEASE: &str = include_str!("../sql/release.sql");
+pub const RECLAIM_SELECT: &str = include_str!("../sql/reclaim_select.sql");
 pub const RECLAIM: &str = include_str!("../sql/reclaim.sql");
 pub const MARK_WAITING: &str = include_str!("../sql/mark_waiting.sql");
 pub const CLEAR_WAITING: &str = include_str!("../sql/clear_waiting.sql");

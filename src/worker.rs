@@ -14,11 +14,12 @@ use tracing::{info, warn};
 
 use crate::{
     bulk::client::BulkClient,
-    config::{Config, NotifyMode},
+    config::{Config, NotifyMode, Sink as SinkKind},
     db, listener,
     metrics::{self, Health},
-    pipeline::{Pipeline, Waker},
+    pipeline::{NullSink, Pipeline, Sink},
     reclaim, sampler,
+    wake::Waker,
 };
 
 /// Run until `shutdown` is cancelled; then drain gracefully and return.
@@ -84,7 +85,11 @@ pub async fn run(
     ));
     tokio::spawn(sampler::run(cfg.clone(), pool.clone(), tasks.clone()));
 
-    let pipeline = Pipeline::new(cfg.clone(), pool.clone(), client, waker, tasks.clone());
+    let sink: Box<dyn Sink> = match cfg.sink {
+        SinkKind::Elasticsearch => Box::new(client),
+        SinkKind::Null => Box::new(NullSink),
+    };
+    let pipeline = Pipeline::new(cfg.clone(), pool.clone(), sink, waker, tasks.clone());
     info!(
         worker_id = %cfg.worker_id,
         projection = %cfg.projection,

@@ -5,11 +5,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use outbox_worker::{
-    claim,
     config::NotifyMode,
     contract::{self, ErrorReason, NewEvent},
     event::ClaimedEvent,
-    outcome, reclaim,
+    reclaim,
+    store::{claim, outcomes as outcome},
 };
 use serde_json::json;
 
@@ -535,18 +535,99 @@ async fn counted_retries_end_in_max_attempts_exceeded() {
         .unwrap();
     assert_eq!(
         applied.failed,
-        vec![(ids[0], ErrorReason::MaxAttemptsExceeded.to_string())]
+        vec![(ids[0], ErrorReason::MaxAttemptsExceeded)]
     );
-    assert_eq!(
-        applied.retried,
-        vec![(ids[1], ErrorReason::ServerError.to_string())]
-    );
+    assert_eq!(applied.retried, vec![(ids[1], ErrorReason::ServerError)]);
     let error: String = c
         .query_one("SELECT error FROM outbox_events WHERE id = $1", &[&ids[0]])
         .await
         .unwrap()
         .get(0);
     assert_eq!(error, "server_error: boom", "the last error is kept");
+}
+
+/// One backoff for every retry path: events at attempt 1 after 10 deferrals wait out the
+/// same bound, base x 2^10, whether the reclaimer returns them (their lease expired) or the
+/// engine answered 429 for them. A reclaim by attempts alone waited at most base.
+#[tokio::test]
+async fn reclaimed_and_429d_events_with_one_history_back_off_alike() {
+    use outbox_worker::{
+        backoff::EventBackoff,
+        bulk::classify::ItemOutcome,
+        pipeline::outcome::{decide, writes},
+    };
+    let s = TestSchema::new("backoff", NotifyMode::Off).await;
+    let cfg = s.config(&[
+        ("base_backoff_seconds", "1"),
+        ("max_backoff_seconds", "86400"),
+    ]);
+    let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
+    let c = s.client().await;
+    c.execute(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload, deferrals)
+         SELECT 'i', g::text, 'index', '{}', 10 FROM generate_series(1, 100) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    let claimed = claim::claim(&pool, &cfg.projection, 100, "w", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 100);
+    assert!(claimed.iter().all(|e| e.attempts == 1 && e.deferrals == 10));
+    let (stuck, refused) = claimed.split_at(50);
+
+    let stuck_ids: Vec<i64> = stuck.iter().map(|e| e.id).collect();
+    c.execute(
+        "UPDATE outbox_events SET lease_expires_at = now() - interval '1 second'
+         WHERE id = ANY($1)",
+        &[&stuck_ids],
+    )
+    .await
+    .unwrap();
+    let r = reclaim::reclaim_once(&pool, &cfg).await.unwrap();
+    assert_eq!(r.to_pending.len(), 50);
+
+    let backoff = EventBackoff::new(&cfg);
+    let decided: Vec<_> = refused
+        .iter()
+        .map(|e| {
+            let item = ItemOutcome::Defer {
+                reason: "too_many_requests".into(),
+                error: "429".into(),
+            };
+            (e.clone(), decide(item, e, &backoff, &mut rand::rng()))
+        })
+        .collect();
+    let applied = outcome::apply(&pool, "w", cfg.max_attempts, &writes(&decided))
+        .await
+        .unwrap();
+    assert_eq!(applied.retried.len(), 50);
+
+    let ceiling = backoff.ceiling(1, 10).as_secs_f64();
+    assert_eq!(ceiling, 1024.0);
+    for (path, ids) in [
+        ("reclaim", stuck_ids),
+        ("429", refused.iter().map(|e| e.id).collect()),
+    ] {
+        // Seconds still to wait: the delay set, less the moments since.
+        let left: Vec<f64> = c
+            .query(
+                "SELECT extract(epoch FROM next_retry_at - now())::float8 FROM outbox_events
+                 WHERE id = ANY($1) AND status = 'pending'",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left.len(), 50, "{path}");
+        let max = left.iter().copied().fold(0.0, f64::max);
+        assert!(max <= ceiling, "{path}: {max} s is past the bound");
+        // 50 uniform draws in (0, 1024] all below 10 s: odds of 1 in 10^100.
+        assert!(max > 10.0, "{path}: the deferrals did not grow the delay");
+    }
 }
 
 /// Wait until the worker has marked itself waiting (it went idle).

@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use futures::{StreamExt, stream};
-use outbox_worker::{
-    bulk::encode,
-    config::NotifyMode,
-    event::{Action, ClaimedEvent},
-};
+use outbox_worker::{bulk::encode, config::NotifyMode, contract::Op, event::ClaimedEvent};
 use tokio_postgres::Client;
 
 use crate::{
@@ -193,7 +189,7 @@ async fn raw_bulk_in(
     max_bytes: usize,
 ) -> anyhow::Result<Run> {
     // Encoded before the clock starts: the ceiling pays nothing but HTTP and the engine.
-    let events: Vec<(ClaimedEvent, Action)> = docs
+    let events: Vec<(ClaimedEvent, Op)> = docs
         .iter()
         .enumerate()
         .map(|(i, doc)| {
@@ -209,7 +205,7 @@ async fn raw_bulk_in(
                 deferrals: 0,
                 created_epoch: 0.0,
             };
-            (ev, Action::Index)
+            (ev, Op::Index)
         })
         .collect();
     let bodies: Vec<Vec<u8>> = encode::chunk(events, bulk_size, max_bytes)

@@ -4,7 +4,11 @@
 
 use deadpool_postgres::Pool;
 
-use crate::{contract::ErrorReason, db::DbError, sql};
+use crate::{
+    contract::{ErrorReason, Status},
+    db::DbError,
+    sql,
+};
 
 /// One event going back to pending.
 #[derive(Debug, Clone)]
@@ -38,9 +42,9 @@ impl Outcomes {
 pub struct Applied {
     pub acked: Vec<i64>,
     /// Back to pending with a backoff: (id, reason).
-    pub retried: Vec<(i64, String)>,
+    pub retried: Vec<(i64, ErrorReason)>,
     /// Terminal: (id, reason), including `max_attempts_exceeded` from retries.
-    pub failed: Vec<(i64, String)>,
+    pub failed: Vec<(i64, ErrorReason)>,
     /// Writes that matched no row: the lease was reclaimed meanwhile.
     pub late: Vec<i64>,
 }
@@ -88,9 +92,9 @@ pub async fn apply(
         for r in rows {
             let id: i64 = r.get(0);
             let status: &str = r.get(1);
-            let reason: String = r.get(2);
+            let reason = ErrorReason::parse(r.get(2));
             done.push(id);
-            if status == "failed" {
+            if Status::parse(status) == Some(Status::Failed) {
                 applied.failed.push((id, reason));
             } else {
                 applied.retried.push((id, reason));
@@ -110,7 +114,7 @@ pub async fn apply(
         let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         for (id, _, reason, _) in &o.fail {
             if done.contains(id) {
-                applied.failed.push((*id, reason.to_string()));
+                applied.failed.push((*id, reason.clone()));
             }
         }
         note_late(&ids, &done, &mut applied.late);

@@ -1,4 +1,6 @@
-//! The claim: up to `limit` eligible events under a lease for this worker (sql/claim.sql).
+//! The claim: up to `limit` eligible events under a lease for this worker (sql/claim.sql),
+//! and the two read-only probes of an idle worker: is anything claimable, when is the next
+//! retry due.
 
 use std::time::Duration;
 

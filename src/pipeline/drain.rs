@@ -1,0 +1,228 @@
+//! The drain: claim and dispatch until a claim comes back short. Bulks run with at most
+//! OUTBOX_CONCURRENCY in flight. Claims run ahead of the bulks (up to `CLAIMS_AHEAD`): the
+//! next claim starts as soon as the previous one's chunks are handed out, so a bulk slot
+//! that frees up finds its chunk ready instead of waiting a claim's round trip. On shutdown,
+//! what was claimed and not yet sent is released.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, stream};
+use tokio::task::JoinHandle;
+
+use super::{Pipeline, dispatch, outcome};
+use crate::{
+    backoff,
+    bulk::encode::Chunk,
+    event::ClaimedEvent,
+    metrics as m,
+    store::{self, db_error},
+};
+
+/// Claims that may run ahead of the bulks, each on its own pool connection.
+pub const CLAIMS_AHEAD: usize = 2;
+
+/// Totals of one drain, for the idle decision, logs and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DrainReport {
+    pub claimed: usize,
+}
+
+/// The claims and chunks of a drain that are not yet handed to a bulk slot.
+struct Queue {
+    chunks: VecDeque<Chunk>,
+    /// Claims running ahead; always awaited, never dropped (their rows are leased).
+    ahead: VecDeque<JoinHandle<Option<Vec<ClaimedEvent>>>>,
+    /// A claim came back short: nothing more to claim in this drain.
+    done: bool,
+}
+
+/// Whether to start one more claim ahead, as a chunk is handed to a bulk slot: only once
+/// the chunks queued are gone, while claims may still find something, up to
+/// `CLAIMS_AHEAD`, and not while the engine is paused (its events would wait out the pause
+/// under lease).
+fn claim_ahead(queued_chunks: usize, claims_ahead: usize, done: bool, engine_paused: bool) -> bool {
+    queued_chunks == 0 && !done && claims_ahead < CLAIMS_AHEAD && !engine_paused
+}
+
+impl Pipeline {
+    pub async fn drain(self: &Arc<Self>) -> DrainReport {
+        let claimed = Arc::new(Mutex::new(0usize));
+        let counter = claimed.clone();
+        let this = self.clone();
+        let queue = Queue {
+            chunks: VecDeque::new(),
+            ahead: VecDeque::new(),
+            done: false,
+        };
+        let chunks = stream::unfold(queue, move |q| {
+            let this = this.clone();
+            let counter = counter.clone();
+            async move { this.next_chunk(q, &counter).await }
+        });
+        let this = self.clone();
+        chunks
+            .map(move |chunk| {
+                let this = this.clone();
+                async move { this.deliver(chunk).await }
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .for_each(|_| async {})
+            .await;
+        let claimed = *claimed.lock().unwrap();
+        DrainReport { claimed }
+    }
+
+    /// The next chunk to send, claiming as needed; None when the drain is over.
+    async fn next_chunk(
+        self: Arc<Self>,
+        mut q: Queue,
+        claimed: &Mutex<usize>,
+    ) -> Option<(Chunk, Queue)> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                self.release_unsent(q).await;
+                return None;
+            }
+            if let Some(c) = q.chunks.pop_front() {
+                while claim_ahead(
+                    q.chunks.len(),
+                    q.ahead.len(),
+                    q.done,
+                    self.dispatch.paused_until().is_some(),
+                ) {
+                    let next = self.clone();
+                    q.ahead.push_back(tokio::spawn(async move {
+                        next.claim_with_retry(next.cfg.bulk_size).await
+                    }));
+                }
+                return Some((c, q));
+            }
+            let limit = self.cfg.bulk_size;
+            let events = match q.ahead.pop_front() {
+                Some(ahead) => ahead.await.unwrap_or(None),
+                None if q.done => return None,
+                None => {
+                    self.wait_for_engine().await;
+                    self.claim_with_retry(limit).await
+                }
+            }?;
+            if events.len() < limit {
+                q.done = true;
+            }
+            if events.is_empty() {
+                continue;
+            }
+            *claimed.lock().unwrap() += events.len();
+            self.mark.clear();
+            let prepared = dispatch::prepare(events, self.cfg.bulk_size, self.cfg.bulk_max_bytes);
+            self.resolve(prepared.early, "prepare").await;
+            q.chunks.extend(prepared.chunks);
+        }
+    }
+
+    /// One chunk: sent, each event's outcome decided, the outcomes written.
+    async fn deliver(&self, chunk: Chunk) {
+        let answered = self.dispatch.send(chunk.events, chunk.body).await;
+        let decided = {
+            let mut rng = rand::rng();
+            answered
+                .into_iter()
+                .map(|(e, item)| {
+                    let d = outcome::decide(item, &e, &self.backoff, &mut rng);
+                    (e, d)
+                })
+                .collect()
+        };
+        self.resolve(decided, "bulk").await;
+    }
+
+    /// Claimed but unsent (shutdown): released with the attempt refunded.
+    async fn release_unsent(&self, mut q: Queue) {
+        let mut unsent: Vec<(i64, i32)> = q
+            .chunks
+            .drain(..)
+            .flat_map(|c| c.events.into_iter().map(|(e, _)| (e.id, e.attempts)))
+            .collect();
+        for ahead in q.ahead.drain(..) {
+            if let Ok(Some(events)) = ahead.await {
+                unsent.extend(events.iter().map(|e| (e.id, e.attempts)));
+            }
+        }
+        self.release(&unsent).await;
+    }
+
+    /// While the engine breaker is open: no new claim (unless shutting down).
+    async fn wait_for_engine(&self) {
+        if let Some(until) = self.dispatch.paused_until() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Claim, retrying transient database errors with backoff until shutdown.
+    async fn claim_with_retry(&self, limit: usize) -> Option<Vec<ClaimedEvent>> {
+        let mut delays = backoff::in_process(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            let claimed = store::claim::claim(
+                &self.pool,
+                &self.cfg.projection,
+                limit,
+                &self.cfg.worker_id,
+                self.cfg.lease,
+            )
+            .await;
+            match claimed {
+                Ok(events) => {
+                    if !events.is_empty() {
+                        metrics::counter!(m::CLAIMED_TOTAL).increment(events.len() as u64);
+                        self.inflight.claimed(&events);
+                    }
+                    return Some(events);
+                }
+                Err(e) => {
+                    db_error("claim", &e);
+                    if !e.is_transient() {
+                        return None;
+                    }
+                    let d = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.shutdown.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_run_ahead_only_when_they_can_help() {
+        // (queued chunks, claims ahead, done, engine paused) -> claim ahead?
+        #[rustfmt::skip]
+        let table = [
+            (0, 0, false, false, true),
+            (0, 1, false, false, true),
+            (0, CLAIMS_AHEAD, false, false, false),
+            (1, 0, false, false, false),
+            (0, 0, true, false, false),
+            (0, 0, false, true, false),
+        ];
+        for (queued, ahead, done, paused, expected) in table {
+            assert_eq!(
+                claim_ahead(queued, ahead, done, paused),
+                expected,
+                "queued {queued}, ahead {ahead}, done {done}, paused {paused}"
+            );
+        }
+    }
+}
