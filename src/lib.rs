@@ -1,6 +1,6 @@
 //! outbox-worker: projects a PostgreSQL transactional outbox into Elasticsearch / OpenSearch.
 //!
-//! Where things live (one file per stage, DESIGN.md §1):
+//! Where things live (one file per stage; docs/design.md §1):
 //! - `wake`      where a wake comes from, and the waker (coalescing)
 //! - `listener`  the LISTEN connection (NOTIFY wakes)
 //! - `pipeline`  idle -> drain -> dispatch -> outcome -> resolve, one file per stage

@@ -1,4 +1,4 @@
-//! The bulk outcome table of DESIGN.md §3 as pure functions: an HTTP status and a `_bulk`
+//! The bulk outcome table (docs/design.md §4) as pure functions: an HTTP status and a `_bulk`
 //! response body become one outcome per event. Outcomes are values, not errors.
 
 use serde::Deserialize;
