@@ -2,12 +2,10 @@
 //! value and what is allowed; precedence is defaults < file < environment; secrets never
 //! appear in `config` output. Runs the real binary, so the real environment path is tested.
 
-mod common;
-
-use std::process::Command;
+use outbox_harness as common;
 
 fn run_config(env: &[(&str, &str)], file: Option<&str>) -> (i32, String, String) {
-    let mut cmd = Command::new(common::binary());
+    let mut cmd = common::worker_command();
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     if let Some(f) = file {
