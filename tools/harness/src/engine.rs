@@ -1,6 +1,9 @@
-//! The real engine for a test's assertions (plain HTTP), and the fault proxy in front of it.
+//! The real engine for assertions (plain HTTP), and the fault proxy in front of it.
 
-use serde_json::Value;
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::Context;
+use serde_json::{Value, json};
 
 use crate::services::engine_url;
 
@@ -18,10 +21,19 @@ impl Default for Engine {
 }
 
 impl Engine {
+    /// The tests' engine.
     pub fn new() -> Engine {
+        Engine::at(&engine_url())
+    }
+
+    pub fn at(url: &str) -> Engine {
         Engine {
-            url: engine_url(),
-            http: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("a plain HTTP client builds"),
         }
     }
 
@@ -86,33 +98,66 @@ impl Engine {
         v["count"].as_i64().unwrap_or(-1)
     }
 
-    /// Every document: id -> (source, version).
-    pub async fn all(&self, index: &str) -> std::collections::HashMap<String, (Value, i64)> {
-        self.refresh(index).await;
-        let body = serde_json::json!({"size": 10000, "version": true, "query": {"match_all": {}}});
-        let v: Value = self
+    /// Every document: id -> (source, version); none if the index does not exist.
+    pub async fn all(&self, index: &str) -> HashMap<String, (Value, i64)> {
+        self.documents(index)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Every document of `index`, after a refresh, by scroll: id -> (`_source`, `_version`);
+    /// none if the index does not exist.
+    pub async fn documents(&self, index: &str) -> anyhow::Result<HashMap<String, (Value, i64)>> {
+        let r = self
             .http
-            .post(format!("{}/{index}/_search", self.url))
-            .json(&body)
+            .post(format!("{}/{index}/_refresh", self.url))
             .send()
-            .await
-            .unwrap()
+            .await?;
+        if r.status() == 404 {
+            return Ok(HashMap::new());
+        }
+        anyhow::ensure!(r.status().is_success(), "refresh {index}: {}", r.status());
+        let mut docs = HashMap::new();
+        let mut page: Value = self
+            .http
+            .post(format!("{}/{index}/_search?scroll=1m", self.url))
+            .json(&json!({"size": 1000, "version": true, "sort": ["_doc"],
+                          "query": {"match_all": {}}}))
+            .send()
+            .await?
             .json()
-            .await
-            .unwrap();
-        v["hits"]["hits"]
-            .as_array()
-            .map(|hits| {
-                hits.iter()
-                    .map(|h| {
-                        (
-                            h["_id"].as_str().unwrap().to_string(),
-                            (h["_source"].clone(), h["_version"].as_i64().unwrap()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+            .await?;
+        loop {
+            let hits = page["hits"]["hits"]
+                .as_array()
+                .with_context(|| format!("no hits in the search answer: {page}"))?;
+            if hits.is_empty() {
+                break;
+            }
+            for h in hits {
+                let id = h["_id"].as_str().context("hit without _id")?.to_string();
+                let version = h["_version"].as_i64().context("hit without _version")?;
+                docs.insert(id, (h["_source"].clone(), version));
+            }
+            let scroll_id = page["_scroll_id"].as_str().context("no _scroll_id")?;
+            page = self
+                .http
+                .post(format!("{}/_search/scroll", self.url))
+                .json(&json!({"scroll": "1m", "scroll_id": scroll_id}))
+                .send()
+                .await?
+                .json()
+                .await?;
+        }
+        if let Some(id) = page["_scroll_id"].as_str() {
+            let _ = self
+                .http
+                .delete(format!("{}/_search/scroll", self.url))
+                .json(&json!({"scroll_id": id}))
+                .send()
+                .await;
+        }
+        Ok(docs)
     }
 
     pub async fn raw(&self) -> &reqwest::Client {

@@ -215,6 +215,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(proxy_log))
         .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("fault_proxy=info"))
         .init();
     let ctx = Ctx {
         run_id: run_id.clone(),
