@@ -13,7 +13,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin outbox-worker \
+    cargo build --release --locked -p outbox-worker --bin outbox-worker \
  && mkdir -p /out \
  && objcopy --compress-debug-sections=zlib target/release/outbox-worker /out/outbox-worker \
  && /out/outbox-worker --version

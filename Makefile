@@ -36,7 +36,7 @@ stop:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 build:
-	cargo build --release
+	cargo build --release -p outbox-worker

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deadpool_postgres::Pool;
+use outbox_harness::{Schema, drop_schema, try_connect};
 use outbox_worker::{
     config::{Config, NotifyMode},
     contract::{self, DEFAULT_PROJECTION, NewEvent},
-    db, migrate,
+    db,
     store::{
         claim,
         outcomes::{self as outcome, Outcomes},
@@ -23,7 +24,7 @@ use outbox_worker::{
 };
 use serde_json::json;
 use tokio::runtime::Runtime;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const DEFAULT_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/outbox_bench";
 const OWNER: &str = "claim-cycle-bench";
@@ -43,7 +44,7 @@ fn fill_event(g: u64) -> NewEvent {
 }
 
 struct Db {
-    admin: Client,
+    base_url: String,
     client: Client,
     pool: Pool,
     schema: String,
@@ -51,44 +52,31 @@ struct Db {
     pending: usize,
 }
 
-async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("claim_cycle: cannot connect to {}: {e} (run scripts/bench.sh, or set OUTBOX_BENCH_DATABASE_URL)", outbox_worker::config::redact_url(url))
-        });
-    tokio::spawn(conn);
-    client
-}
-
 async fn setup(label: &str) -> Db {
-    let url = std::env::var("OUTBOX_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-    let schema = format!("claimbench_{}_{label}", std::process::id());
-    let admin = connect(&url).await;
-    admin
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .await
-        .expect("create schema");
-    // Every connection of the worker side sees only this schema.
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-    let mut client = connect(&schema_url).await;
-    migrate::migrate(&mut client, NotifyMode::Off)
-        .await
-        .expect("migrate");
+    let base_url =
+        std::env::var("OUTBOX_BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let name = format!("claimbench_{}_{label}", std::process::id());
+    let created = async {
+        drop_schema(&base_url, &name).await?;
+        // Every connection of the worker side sees only this schema.
+        let schema = Schema::create(&base_url, &name, NotifyMode::Off).await?;
+        let client = try_connect(&schema.url, "claim-cycle-bench").await?;
+        anyhow::Ok((schema, client))
+    };
+    let (schema, client) = created.await.unwrap_or_else(|e| {
+        panic!("claim_cycle: {e:#} (run scripts/bench.sh, or set OUTBOX_BENCH_DATABASE_URL)")
+    });
     let cfg = Config::from_pairs([
-        ("database_url", schema_url.as_str()),
+        ("database_url", schema.url.as_str()),
         ("metrics_addr", "off"),
     ])
     .expect("config");
     let pool = db::pool(&cfg, 4).expect("pool");
     Db {
-        admin,
+        base_url,
         client,
         pool,
-        schema,
+        schema: schema.name,
         pending: 0,
     }
 }
@@ -173,12 +161,7 @@ fn cycles(c: &mut Criterion, group: &str) {
         });
     }
     g.finish();
-    rt.block_on(async {
-        let _ = db
-            .admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", db.schema))
-            .await;
-    });
+    let _ = rt.block_on(drop_schema(&db.base_url, &db.schema));
 }
 
 criterion_group! {

@@ -22,7 +22,7 @@ for arg in "$@"; do
 done
 
 echo "== build (release)" >&2
-cargo build --release --locked --bins
+cargo build --release --locked -p outbox-worker -p outbox-bench
 
 echo "== services" >&2
 # stdout carries only outbox-bench's summary line.

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== build (release)" >&2
-cargo build --release --locked --bins
+cargo build --release --locked -p outbox-worker -p outbox-soak
 
 echo "== services" >&2
 scripts/deps.sh

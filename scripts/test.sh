@@ -15,20 +15,21 @@ runuser -u postgres -- createdb outbox_test
 
 echo "== lint"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== alert rules (promtool), dashboard and compose checks"
 scripts/promtool.sh
 
 echo "== tests (labs at CI size: LABS_SCALE=ci)"
 export LABS_SCALE=ci
-cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
 
 # A short chaos soak (the full one is make soak): three workers, kills, proxy faults and
 # connection kills under load, then the invariants (nothing lost, nothing stale).
 echo "== chaos soak (quick)"
+cargo build --locked -q -p outbox-worker
 OUTBOX_SOAK_DATABASE_URL="$(scripts/pg.sh url outbox_soak)" OUTBOX_SOAK_ELASTICSEARCH_URL="$(scripts/engine.sh url)" \
-  cargo run --locked -q --bin outbox-soak -- --quick --out target/soak/ci-report.json
+  cargo run --locked -q -p outbox-soak -- --quick --out target/soak/ci-report.json
 
 # The second engine: Elasticsearch's own test distribution, on another port, for the
 # tests that talk to the engine about documents and errors. SKIP_ELASTICSEARCH=1 skips it.

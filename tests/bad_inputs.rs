@@ -1,9 +1,9 @@
 //! The bad-input catalogue (docs/bad-inputs.md): one test per row. Config rows run the
 //! real binary; event rows go through a real worker into the real engine.
 
-mod common;
+use outbox_harness as common;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use outbox_worker::config::NotifyMode;
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use common::{Engine, InProcessWorker, TestSchema};
 // ---------- configuration: one clear line, non-zero exit ----------
 
 fn start_with(env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(common::binary());
+    let mut cmd = common::worker_command();
     cmd.arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -120,10 +120,7 @@ fn c10_schema_not_migrated() {
     // A database without the outbox tables: say what to do.
     let (ok, err) = start_with(&[(
         "OUTBOX_DATABASE_URL",
-        &common::with_param(
-            &common::pg_base_url(),
-            "options=-c%20search_path%3Dnot_migrated_schema",
-        ),
+        &common::schema_url(&common::pg_base_url(), "not_migrated_schema"),
     )]);
     assert!(!ok);
     assert!(err.contains("run `outbox-worker migrate` first"), "{err}");
@@ -153,7 +150,7 @@ async fn c13_metrics_port_already_in_use() {
     let s = TestSchema::new("bad_port", NotifyMode::Adaptive).await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(common::binary())
+    let out = common::worker_command()
         .arg("run")
         .env("OUTBOX_DATABASE_URL", &s.url)
         .env("OUTBOX_METRICS_ADDR", &addr)

@@ -2,12 +2,10 @@
 //! value and what is allowed; precedence is defaults < file < environment; secrets never
 //! appear in `config` output. Runs the real binary, so the real environment path is tested.
 
-mod common;
-
-use std::process::Command;
+use outbox_harness as common;
 
 fn run_config(env: &[(&str, &str)], file: Option<&str>) -> (i32, String, String) {
-    let mut cmd = Command::new(common::binary());
+    let mut cmd = common::worker_command();
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     if let Some(f) = file {
@@ -246,7 +244,7 @@ fn an_unknown_key_in_the_file_stops_start_up_naming_the_nearest_one() {
 #[test]
 fn migrate_reads_its_notify_mode_with_the_settings_parser() {
     // Refused before any connection: the flag goes through NotifyMode's one parser.
-    let out = Command::new(common::binary())
+    let out = common::worker_command()
         .env_clear()
         .args(["migrate", "--notify-mode", "sometimes"])
         .output()
@@ -283,7 +281,7 @@ fn row_cells(line: &str) -> Vec<String> {
 /// The settings table as `config --markdown` prints it: the whole text, and by variable the
 /// cells every docs table shows (default, unit, allowed).
 fn settings_markdown() -> (String, Vec<(String, Vec<String>)>) {
-    let out = Command::new(common::binary())
+    let out = common::worker_command()
         .env_clear()
         .args(["config", "--markdown"])
         .output()
@@ -374,7 +372,7 @@ fn the_runbook_tables_agree_with_the_settings_table() {
 async fn logs_to_a_file_carry_no_escape_codes() {
     let s = common::TestSchema::new("nocolour", outbox_worker::config::NotifyMode::Adaptive).await;
     let log = std::env::temp_dir().join(format!("{}.log", common::unique("nocolour")));
-    let mut child = Command::new(common::binary())
+    let mut child = common::worker_command()
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -402,10 +400,7 @@ async fn logs_to_a_file_carry_no_escape_codes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::signal(child.id(), "TERM").unwrap();
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -2,7 +2,7 @@
 //! index then read back, external versions (stale -> 409 -> ack), delete of a missing
 //! document, a field type conflict, and a whole-request refusal (a 513-byte id).
 
-mod common;
+use outbox_harness as common;
 
 use outbox_worker::{
     bulk::{

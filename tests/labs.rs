@@ -5,7 +5,7 @@
 //!
 //! The scenarios run one at a time (a lock): the PostgreSQL restart would disturb the others.
 
-mod common;
+use outbox_harness as common;
 
 use std::{
     collections::HashMap,
@@ -124,7 +124,7 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
         ],
     );
     let w = WorkerProcess::spawn(&env, &[]);
-    w.wait_ready().await;
+    w.wait_ready().await.unwrap();
     let c = s.client().await;
 
     // The outage: the engine's port refuses connections while events keep coming.
@@ -197,7 +197,7 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
         during.3,
         drain.as_secs_f64()
     ));
-    w.signal("TERM");
+    w.signal("TERM").unwrap();
     assert_eq!(w.wait().await, Some(0));
 }
 
@@ -258,7 +258,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
     s.wait_drained(Duration::from_secs(60)).await;
 
     // stats groups them by reason.
-    let out = std::process::Command::new(common::binary())
+    let out = common::worker_command()
         .args(["stats", "--json"])
         .envs(env.clone())
         .output()
@@ -295,7 +295,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
         200
     );
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(common::binary())
+        let out = common::worker_command()
             .args(args)
             .envs(env.clone())
             .env("USER", "lab-v2")
@@ -347,7 +347,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
         done["count"],
         engine.count(i).await
     ));
-    w.signal("TERM");
+    w.signal("TERM").unwrap();
     assert_eq!(w.wait().await, Some(0));
 }
 
@@ -387,7 +387,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
         .await
         .unwrap();
     wait_processing(&s, docs).await;
-    a.signal("KILL");
+    a.signal("KILL").unwrap();
     let killed = Instant::now();
     assert_eq!(a.wait().await, None, "killed by a signal");
     let b = WorkerProcess::spawn(&worker_env(&s, &common::engine_url(), &lease), &[]);
@@ -400,7 +400,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
         reclaimed >= docs as f64,
         "B reclaimed A's events ({reclaimed})"
     );
-    b.signal("TERM");
+    b.signal("TERM").unwrap();
     assert_eq!(b.wait().await, Some(0));
 
     // (b) SIGSTOP past the lease: B reclaims and indexes v1, then v2; A's bulk reaches the
@@ -412,19 +412,19 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
         .set(json!({"kind": "delay", "ms": 12000, "path_prefix": "/_bulk"}))
         .await;
     let a = WorkerProcess::spawn(&worker_env(&s, &proxy.url, &lease), &[]);
-    a.wait_ready().await;
+    a.wait_ready().await.unwrap();
     let c = s.client().await;
     insert_versions(&c, &index, 0..docs, 1).await.unwrap();
     wait_processing(&s, docs).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // the request is in the proxy
-    a.signal("STOP");
+    a.signal("STOP").unwrap();
     let b = WorkerProcess::spawn(&worker_env(&s, &common::engine_url(), &lease), &[]);
     s.wait_drained(Duration::from_secs(30)).await;
     insert_versions(&c, &index, 0..docs, 2).await.unwrap();
     s.wait_drained(Duration::from_secs(30)).await;
     // Past the proxy's delay: A's stale v1 write has reached the engine (and lost).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    a.signal("CONT");
+    a.signal("CONT").unwrap();
     let start = Instant::now();
     let late = loop {
         let late = a.metric("outbox_late_acks_total").await;
@@ -441,7 +441,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
     assert_documents_at(&index, docs, |_| 2).await;
     let proxy_stats = proxy.stats().await;
     for w in [a, b] {
-        w.signal("TERM");
+        w.signal("TERM").unwrap();
         assert_eq!(w.wait().await, Some(0));
     }
 
@@ -483,7 +483,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
     for attempt in 1..=3 {
         let w = WorkerProcess::spawn(&poison_env, &[("OUTBOX_MAX_ATTEMPTS", "3")]);
         claimed_as(attempt).await;
-        w.signal("KILL");
+        w.signal("KILL").unwrap();
         w.wait().await;
         kills += 1;
     }
@@ -497,7 +497,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    w.signal("TERM");
+    w.signal("TERM").unwrap();
     assert_eq!(w.wait().await, Some(0));
     assert_eq!(
         s.state(ids[0]).await,
@@ -580,7 +580,7 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
     );
     let mut workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::spawn(&env, &[])).collect();
     for w in &workers {
-        w.wait_ready().await;
+        w.wait_ready().await.unwrap();
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let producer = spawn_producer(s.url.clone(), index.clone(), 500, rate, stop.clone());
@@ -608,10 +608,10 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
     let mut exits = Vec::new();
     for round in 0..rounds {
         let old = workers.remove(0);
-        old.signal("TERM");
+        old.signal("TERM").unwrap();
         exits.push(old.wait().await);
         let new = WorkerProcess::spawn(&env, &[]);
-        new.wait_ready().await;
+        new.wait_ready().await.unwrap();
         workers.push(new);
         let _ = round;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -638,7 +638,7 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
         newest.len()
     ));
     for w in workers {
-        w.signal("TERM");
+        w.signal("TERM").unwrap();
         assert_eq!(w.wait().await, Some(0));
     }
 }
@@ -651,7 +651,7 @@ async fn postgres_faults_connection_kills_and_a_restart_are_survived() {
     let env = worker_env(&s, &common::engine_url(), &[]);
     let workers: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::spawn(&env, &[])).collect();
     for w in &workers {
-        w.wait_ready().await;
+        w.wait_ready().await.unwrap();
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let producer = spawn_producer(s.url.clone(), index.clone(), 300, 300, stop.clone());
@@ -720,7 +720,7 @@ async fn postgres_faults_connection_kills_and_a_restart_are_survived() {
         newest.len()
     ));
     for w in workers {
-        w.signal("TERM");
+        w.signal("TERM").unwrap();
         assert_eq!(w.wait().await, Some(0));
     }
 }

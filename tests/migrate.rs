@@ -1,6 +1,6 @@
 //! `migrate`: idempotent, and safe when several processes run it at once.
 
-mod common;
+use outbox_harness as common;
 
 use outbox_worker::config::NotifyMode;
 
@@ -60,12 +60,9 @@ async fn migrate_twice_and_from_two_processes_at_once() {
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .await
         .unwrap();
-    let url = common::with_param(
-        &common::pg_base_url(),
-        &format!("options=-c%20search_path%3D{name}"),
-    );
+    let url = common::schema_url(&common::pg_base_url(), &name);
     let spawn = || {
-        std::process::Command::new(common::binary())
+        common::worker_command()
             .arg("migrate")
             .env("OUTBOX_DATABASE_URL", &url)
             .output()

@@ -1,10 +1,10 @@
 //! The operator surface: stats, audited replay, the metrics endpoint, health and readiness,
 //! and secrets kept out of logs — against the real PostgreSQL and engine, through the binary.
 
-mod common;
+use outbox_harness as common;
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use common::{Engine, TestSchema};
 
 fn cli(s: &TestSchema, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::binary())
+    let out = common::worker_command()
         .args(args)
         .env("OUTBOX_DATABASE_URL", &s.url)
         .env("OUTBOX_ELASTICSEARCH_URL", common::engine_url())
@@ -227,14 +227,6 @@ async fn stats_group_failures_and_replay_is_audited() {
     assert_eq!(s.state(pending[0]).await.unwrap().0, "pending");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -248,10 +240,10 @@ async fn get(url: &str) -> (u16, String) {
 async fn metrics_health_and_no_secrets_in_logs() {
     let engine = Engine::new();
     let (s, _index, _) = schema_with_failures(&engine).await;
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     // Credentials in the URL and for the engine: the engine ignores basic auth when security is off.
-    let mut child = Command::new(common::binary())
+    let mut child = common::worker_command()
         .arg("run")
         .env("OUTBOX_DATABASE_URL", &s.url)
         .env("OUTBOX_ELASTICSEARCH_URL", common::engine_url())
@@ -304,10 +296,7 @@ async fn metrics_health_and_no_secrets_in_logs() {
     }
     assert!(!metrics.contains("s3cret"));
     // Graceful stop: SIGTERM, exit 0.
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::signal(child.id(), "TERM").unwrap();
     let out = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();
         let mut logs = String::new();

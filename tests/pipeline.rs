@@ -1,6 +1,6 @@
 //! The pipeline end to end, against the real PostgreSQL and the real search engine.
 
-mod common;
+use outbox_harness as common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! certificate), TLS to the engine through a real TLS-terminating proxy (nginx) with a CA
 //! generated here, basic and API-key auth checked by that proxy, and least-privilege roles.
 
-mod common;
+use outbox_harness as common;
 
 use std::{
     path::{Path, PathBuf},
@@ -462,7 +462,7 @@ async fn least_privilege_roles_are_enough() {
         "producers cannot read the outbox"
     );
     // The operator role replays (and audits).
-    let out = Command::new(common::binary())
+    let out = common::worker_command()
         .args([
             "replay",
             "--error-reason",

@@ -2,11 +2,11 @@
 //! bulks finish, claimed but unsent events are released with the attempt refunded, exit 0;
 //! nothing is lost and nothing is left `processing`.
 
-mod common;
+use outbox_harness as common;
 
 use std::{
     io::Read,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -18,20 +18,13 @@ use serde_json::json;
 
 use common::{Engine, TestSchema};
 
-fn signal(pid: u32, sig: &str) {
-    Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
     let s = TestSchema::new("term", NotifyMode::Adaptive).await;
     let index = common::unique("term");
     // Small byte cap: one claim of 500 becomes many chunks, one in flight at a time, so at
     // SIGTERM most of a claim is still unsent and must be released.
-    let mut child = Command::new(common::binary())
+    let mut child = common::worker_command()
         .arg("run")
         .envs(s.env())
         .env("OUTBOX_BULK_SIZE", "500")
@@ -80,7 +73,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    signal(child.id(), "TERM");
+    common::signal(child.id(), "TERM").unwrap();
     let started = Instant::now();
     let (status, logs) = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();
@@ -158,7 +151,7 @@ async fn grace_period_over_releases_in_flight_events() {
         assert!(start.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    w.signal("TERM");
+    w.signal("TERM").unwrap();
     let signalled = Instant::now();
     assert_eq!(
         w.wait().await,
@@ -217,9 +210,9 @@ async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
         assert!(start.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    w.signal("TERM");
+    w.signal("TERM").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    w.signal("TERM");
+    w.signal("TERM").unwrap();
     let signalled = Instant::now();
     assert_eq!(w.wait().await, Some(130), "the second signal exits at once");
     assert!(signalled.elapsed() < Duration::from_secs(2));
@@ -230,6 +223,6 @@ async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
     s.wait_drained(Duration::from_secs(30)).await;
     assert_eq!(s.total().await, 0);
     assert!(Engine::new().get(&index, "a").await.is_some());
-    rescuer.signal("TERM");
+    rescuer.signal("TERM").unwrap();
     assert_eq!(rescuer.wait().await, Some(0));
 }

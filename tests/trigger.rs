@@ -1,7 +1,7 @@
 //! The insert trigger: adaptive (NOTIFY only while a worker waits), always, off. Counts the
 //! notifications a LISTENing connection really receives from real transactions.
 
-mod common;
+use outbox_harness as common;
 
 use std::time::Duration;
 

@@ -50,7 +50,11 @@ pub const EXPECT_MAPPING: &str = "mapping_conflict";
 /// At most this many events per transaction; a late producer catches up with several.
 const MAX_BATCH: usize = 4;
 
-use outbox_worker::producer::WORDS;
+/// Words of the generated documents: ten materials, then ten things.
+const WORDS: &[&str] = &[
+    "steel", "oak", "linen", "carbon", "amber", "cobalt", "granite", "velvet", "maple", "nylon",
+    "kettle", "lamp", "chair", "drill", "jacket", "bottle", "router", "sofa", "cable", "boots",
+];
 
 const UPSERT_DOCS: &str = "
 INSERT INTO soak_docs AS d (doc_id, version, deleted, payload)

@@ -17,7 +17,7 @@
 //! with the logs in `run-<id>/` beside the report: all removed after a clean run, kept after
 //! a failed one (or with `--keep`), for investigation.
 //!
-//! Modules: harness.rs (schema, index, proxy and worker processes), produce.rs (the load and
+//! Modules: harness.rs (schema, index, proxy and worker slots), produce.rs (the load and
 //! the ledger of what was committed), faults.rs (the chaos schedule), monitor.rs (lag,
 //! worker counters, supervision), check.rs (the invariants), report.rs (the figures).
 
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     check::{Findings, Verdict},
     faults::{Chaos, Kind, Targets, Timing},
-    harness::{Clock, Ctx, Proxy, WorkerEnv, Workers},
+    harness::{Clock, Ctx, WorkerEnv, Workers},
     monitor::Monitor,
     report::Report,
 };
@@ -96,9 +96,9 @@ struct Args {
     /// Keep the schema, the index and the logs after a clean run too.
     #[arg(long)]
     keep: bool,
-    /// Where outbox-worker and fault-proxy are (default: next to this binary).
+    /// The outbox-worker binary (default: next to this one).
     #[arg(long)]
-    bin_dir: Option<PathBuf>,
+    worker_bin: Option<PathBuf>,
     #[arg(
         long,
         env = "OUTBOX_SOAK_DATABASE_URL",
@@ -203,13 +203,6 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     .rev()
     .take(8)
     .collect::<String>();
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the binary's directory")?
-            .to_path_buf(),
-    };
     let out_dir = args
         .out
         .parent()
@@ -217,6 +210,13 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         .unwrap_or_else(|| PathBuf::from("."));
     let log_dir = out_dir.join(format!("run-{run_id}"));
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    // The fault proxy runs in this process: its log lines (one per injected fault) go here.
+    let proxy_log = std::fs::File::create(log_dir.join("fault-proxy.log"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(proxy_log))
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("fault_proxy=info"))
+        .init();
     let ctx = Ctx {
         run_id: run_id.clone(),
         db_url: args.database_url.clone(),
@@ -225,17 +225,17 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()?,
-        worker_bin: bin_dir.join("outbox-worker"),
-        proxy_bin: bin_dir.join("fault-proxy"),
+        worker_bin: args
+            .worker_bin
+            .clone()
+            .unwrap_or_else(outbox_harness::worker_binary),
         log_dir: log_dir.clone(),
     };
-    for bin in [&ctx.worker_bin, &ctx.proxy_bin] {
-        anyhow::ensure!(
-            bin.is_file(),
-            "{} not found: build with `cargo build --release --bins` (or pass --bin-dir)",
-            bin.display()
-        );
-    }
+    anyhow::ensure!(
+        ctx.worker_bin.is_file(),
+        "{} not found: build it with `cargo build -p outbox-worker` (or pass --worker-bin)",
+        ctx.worker_bin.display()
+    );
     eprintln!(
         "outbox-soak: run {run_id}, seed {seed}: {} events over {:.0} s, {} documents, {} bad, {} workers, faults [{}]; logs in {}",
         sizes.events,
@@ -255,11 +255,11 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     // --- setup: schema, index, proxy, workers
     ctx.create_schema().await?;
     ctx.create_index().await?;
-    let proxy = Arc::new(Proxy::start(&ctx, seed).await?);
+    let proxy = Arc::new(harness::start_proxy(&ctx, seed)?);
     let env = WorkerEnv::new(&ctx.schema_url(), &proxy.url);
     let worker_env = env.to_json();
     let workers = Arc::new(Workers::new(&ctx, env, args.workers));
-    workers.start_all(&ctx.http).await?;
+    workers.start_all().await?;
     let findings = Arc::new(Findings::default());
     let monitor = Monitor::new(
         ctx.db("monitor"),
@@ -337,10 +337,8 @@ async fn run(args: Args) -> anyhow::Result<Report> {
 
     // --- stop the workers gracefully: each must exit 0 and leave nothing processing
     stop_workers(&workers, &findings).await;
-    let proxy_stats = proxy.stats().await.unwrap_or_default();
-    if let Ok(p) = Arc::try_unwrap(proxy) {
-        p.stop().await;
-    }
+    let proxy_stats = proxy.control.stats().await.unwrap_or_default();
+    drop(proxy);
 
     // --- the invariants
     let db = ctx.connect("check").await?;
@@ -454,23 +452,18 @@ async fn stop_workers(workers: &Workers, findings: &Findings) {
             ));
             continue;
         }
-        if let Err(e) = harness::signal(w.pid, "TERM").await {
-            findings.harness(format!("SIGTERM to {}: {e:#}", w.id));
-        }
-        match w.wait_exit(Duration::from_secs_f64(grace + 10.0)).await {
-            Some(s) if s.code() == Some(0) => {}
-            Some(s) => findings.violation(format!(
+        match w.stop(Duration::from_secs_f64(grace + 10.0)).await {
+            Err(e) => findings.harness(format!("SIGTERM to {}: {e:#}", w.id)),
+            Ok(Some(s)) if s.code() == Some(0) => {}
+            Ok(Some(s)) => findings.violation(format!(
                 "worker {} exited with {s} on the final SIGTERM:\n{}",
                 w.id,
-                harness::log_tail(&w.log, 15)
+                w.log_tail(15)
             )),
-            None => {
-                findings.violation(format!(
-                    "worker {} did not exit after the final SIGTERM",
-                    w.id
-                ));
-                w.kill().await;
-            }
+            Ok(None) => findings.violation(format!(
+                "worker {} did not exit after the final SIGTERM (killed)",
+                w.id
+            )),
         }
     }
 }

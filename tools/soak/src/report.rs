@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use outbox_harness::percentile;
 use serde_json::Value;
 
 use crate::{check::Verdict, faults::FaultRecord, monitor::Sample, produce::Produced};
@@ -32,16 +33,12 @@ pub fn measure_recovery(records: &mut [FaultRecord], samples: &[Sample], thresho
 
 /// The 95th percentile of the lag in `[from, to)`: the lag of normal operation.
 pub fn baseline_lag(samples: &[Sample], from: f64, to: f64) -> i64 {
-    let mut lags: Vec<i64> = samples
+    let lags: Vec<f64> = samples
         .iter()
         .filter(|s| s.t >= from && s.t < to)
-        .map(|s| s.lag)
+        .map(|s| s.lag as f64)
         .collect();
-    if lags.is_empty() {
-        return 0;
-    }
-    lags.sort_unstable();
-    lags[((lags.len() - 1) as f64 * 0.95).round() as usize]
+    percentile(&lags, 0.95).map_or(0, |p| p as i64)
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -87,17 +84,6 @@ pub fn by_kind(records: &[FaultRecord]) -> BTreeMap<&'static str, KindSummary> {
             )
         })
         .collect()
-}
-
-/// Nearest-rank percentile (the median of two values is the lower one).
-pub fn percentile(xs: &[f64], q: f64) -> Option<f64> {
-    if xs.is_empty() {
-        return None;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = (q * v.len() as f64).ceil() as usize;
-    Some(v[rank.clamp(1, v.len()) - 1])
 }
 
 /// The lag per second of the run: [second, max lag, max oldest age].

@@ -1,14 +1,14 @@
 //! The moving parts of a soak run and how to handle them: the run's names and clock, its
-//! schema (migrated, plus the soak's ledger tables) and index, the fault-proxy process, the
-//! worker processes (start, signal, wait, restart) and PostgreSQL backend kills.
+//! schema (migrated, plus the soak's ledger tables) and index, the fault proxy, the worker
+//! slots (start, restart) and PostgreSQL backend kills. Processes, schemas and the proxy
+//! themselves come from outbox_harness.
 //!
 //! Everything a run creates is named after its run id (`soak_<id>` schema and index, worker
 //! ids `soak-<id>-w<slot>-g<generation>`), so a run never touches another run's data, nor
 //! the connections of other people's workers on the same server.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -17,17 +17,15 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use outbox_worker::{
-    config::{NotifyMode, redact_url},
-    migrate,
+use outbox_harness::{
+    Schema, WorkerProcess, drop_schema,
+    fault_proxy::{self, Proxy},
+    schema_url, try_connect,
 };
+use outbox_worker::config::NotifyMode;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStdout, Command},
-    sync::Mutex,
-};
-use tokio_postgres::{Client, NoTls};
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
 
 /// Seconds since the start of the run: every recorded time uses this one clock.
 #[derive(Clone, Copy)]
@@ -51,7 +49,6 @@ pub struct Ctx {
     pub es_url: String,
     pub http: reqwest::Client,
     pub worker_bin: PathBuf,
-    pub proxy_bin: PathBuf,
     /// Logs of the proxy and of every worker incarnation.
     pub log_dir: PathBuf,
 }
@@ -67,12 +64,7 @@ impl Ctx {
 
     /// A URL whose connections see only this run's schema.
     pub fn schema_url(&self) -> String {
-        let sep = if self.db_url.contains('?') { '&' } else { '?' };
-        format!(
-            "{}{sep}options=-c%20search_path%3D{}",
-            self.db_url,
-            self.schema()
-        )
+        schema_url(&self.db_url, &self.schema())
     }
 
     /// A connection to this run's schema, named `outbox-soak <role>` in pg_stat_activity
@@ -92,35 +84,16 @@ impl Ctx {
 
     /// Create the schema, migrate it with the adaptive trigger, add the soak's ledger.
     pub async fn create_schema(&self) -> anyhow::Result<()> {
-        let (admin, conn) = tokio_postgres::connect(&self.db_url, NoTls)
-            .await
-            .with_context(|| format!("cannot connect to {}", redact_url(&self.db_url)))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {}", self.schema()))
-            .await?;
-        let mut client = self.connect("setup").await?;
-        migrate::migrate(&mut client, NotifyMode::Adaptive)
-            .await
-            .context("migrate")?;
-        client
+        Schema::create(&self.db_url, &self.schema(), NotifyMode::Adaptive).await?;
+        self.connect("setup")
+            .await?
             .batch_execute(LEDGER)
             .await
-            .context("ledger tables")?;
-        Ok(())
+            .context("ledger tables")
     }
 
     pub async fn drop_schema(&self) -> anyhow::Result<()> {
-        let (admin, conn) = tokio_postgres::connect(&self.db_url, NoTls).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema()))
-            .await?;
-        Ok(())
+        drop_schema(&self.db_url, &self.schema()).await
     }
 
     /// One shard, no replica (green on a one-node cluster), and `v` mapped as a number so
@@ -160,19 +133,7 @@ impl Ctx {
 }
 
 async fn connect_schema(url: &str, role: &str) -> anyhow::Result<Client> {
-    let mut cfg: tokio_postgres::Config = url.parse()?;
-    cfg.application_name(format!("outbox-soak {role}"))
-        .connect_timeout(Duration::from_secs(10));
-    let (client, conn) = cfg.connect(NoTls).await.with_context(|| {
-        format!(
-            "cannot connect to {} (is scripts/services.sh start done, and the database created?)",
-            redact_url(url)
-        )
-    })?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    try_connect(url, &format!("outbox-soak {role}")).await
 }
 
 /// A connection of the soak's own that reconnects once lost: the PostgreSQL server is
@@ -232,135 +193,16 @@ CREATE TABLE soak_events (
 CREATE INDEX soak_events_doc_idx ON soak_events (doc_id, version);
 ";
 
-/// The last lines of a log file, for messages about a process that misbehaved.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Send a signal by name (TERM, KILL, STOP, CONT) with kill(1): the crate has no libc.
-pub async fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .context("running kill(1)")?;
-    if !status.success() {
-        bail!("kill -{sig} {pid} failed ({status})");
-    }
-    Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    // Bind port 0 and release it: the child binds it a moment later.
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The fault-proxy between the workers and the engine, killed on drop.
-pub struct Proxy {
-    child: Child,
-    // Held so the proxy never writes into a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-    /// What the workers use as OUTBOX_ELASTICSEARCH_URL.
-    pub url: String,
-    control: String,
-    http: reqwest::Client,
-}
-
-impl Proxy {
-    pub async fn start(ctx: &Ctx, seed: u64) -> anyhow::Result<Proxy> {
-        let log = std::fs::File::create(ctx.log_dir.join("fault-proxy.log"))?;
-        let mut child = Command::new(&ctx.proxy_bin)
-            .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
-            .args(["--upstream", &ctx.es_url])
-            .args(["--seed", &seed.to_string()])
-            // The worker's own timeout decides; the proxy must not give up first.
-            .args(["--upstream-timeout-ms", "60000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", ctx.proxy_bin.display()))?;
-        let mut stdout = BufReader::new(child.stdout.take().context("proxy stdout")?);
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(15), stdout.read_line(&mut line))
-            .await
-            .context("fault-proxy printed nothing within 15 s")??;
-        // "fault-proxy listening on ADDR upstream URL control ADDR"
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |key: &str| -> anyhow::Result<String> {
-            let i = words
-                .iter()
-                .position(|w| *w == key)
-                .with_context(|| format!("no {key:?} in fault-proxy's first line {line:?}"))?;
-            Ok(words.get(i + 1).context("truncated line")?.to_string())
-        };
-        let listen = after("on")?;
-        let control = after("control")?;
-        Ok(Proxy {
-            child,
-            _stdout: stdout,
-            url: format!("http://{listen}"),
-            control: format!("http://{control}"),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.control));
-        if let Some(b) = body {
-            req = req.body(b.to_string());
-        }
-        let resp = req.send().await.context("fault-proxy control API")?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("fault-proxy {path}: {status} {v}");
-        }
-        Ok(v)
-    }
-
-    pub async fn set(&self, spec: &Value) -> anyhow::Result<()> {
-        self.call(reqwest::Method::PUT, "/fault", Some(spec))
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn clear(&self) -> anyhow::Result<()> {
-        self.call(reqwest::Method::DELETE, "/fault", None)
-            .await
-            .map(|_| ())
-    }
-
-    /// Whether a fault is still in force (a `times` fault clears itself once used up).
-    pub async fn active(&self) -> anyhow::Result<bool> {
-        let v = self.call(reqwest::Method::GET, "/fault", None).await?;
-        Ok(!v["fault"].is_null())
-    }
-
-    pub async fn stats(&self) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, "/stats", None).await
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
+/// The fault proxy between the workers and the engine, in this process (its log lines go
+/// to the soak's log file of the proxy), stopped on drop.
+pub fn start_proxy(ctx: &Ctx, seed: u64) -> anyhow::Result<Proxy> {
+    let upstream = ctx.es_url.parse().context("the engine URL")?;
+    Proxy::start(fault_proxy::Options {
+        seed,
+        // The worker's own timeout decides; the proxy must not give up first.
+        upstream_timeout: Duration::from_secs(60),
+        ..fault_proxy::Options::new(upstream)
+    })
 }
 
 /// How every worker is configured: short lease and timeouts so faults resolve in seconds,
@@ -414,44 +256,10 @@ impl WorkerEnv {
     }
 }
 
-/// One incarnation of a worker process.
-pub struct WorkerProc {
-    pub id: String,
-    pub pid: u32,
-    child: Child,
-    pub metrics_url: String,
-    pub log: PathBuf,
-}
-
-impl WorkerProc {
-    /// Exit status if it has exited (without waiting).
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok)
-    }
-
-    pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// SIGKILL at once (no kill(1) process in between); reap with [`WorkerProc::wait_exit`].
-    pub fn kill_now(&mut self) -> anyhow::Result<()> {
-        self.child
-            .start_kill()
-            .with_context(|| format!("SIGKILL to {}", self.id))
-    }
-}
-
 /// The worker slots. A slot's lock is held by whoever acts on its process (a fault, the
 /// supervisor in the monitor, the final stop), so no two of them signal the same process.
 pub struct Workers {
-    pub slots: Vec<Mutex<Option<WorkerProc>>>,
+    pub slots: Vec<Mutex<Option<WorkerProcess>>>,
     generations: Vec<AtomicU32>,
     pub starts: AtomicU64,
     env: WorkerEnv,
@@ -488,82 +296,25 @@ impl Workers {
 
     /// Start a new incarnation in `slot`: a fresh worker id (as a restarted pod gets a new
     /// hostname-pid) and a fresh metrics port.
-    pub fn spawn(&self, slot: usize) -> anyhow::Result<WorkerProc> {
+    pub fn spawn(&self, slot: usize) -> anyhow::Result<WorkerProcess> {
         let generation = self.generations[slot].fetch_add(1, Ordering::Relaxed);
         let id = format!("soak-{}-w{}-g{generation}", self.run_id, slot + 1);
-        let addr = format!("127.0.0.1:{}", free_port()?);
         let log = self.log_dir.join(format!("{id}.log"));
-        let file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(&self.worker_bin);
-        cmd.arg("run");
-        // Only what the soak sets may configure a worker.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("OUTBOX_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in &self.env.pairs {
-            cmd.env(k, v);
-        }
-        cmd.env("OUTBOX_WORKER_ID", &id)
-            .env("OUTBOX_METRICS_ADDR", &addr)
-            // Plain log files: tracing colours its output unless told not to.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.worker_bin.display()))?;
-        let pid = child.id().context("worker pid")?;
+        let w = WorkerProcess::start(&self.worker_bin, &id, self.env.pairs.clone(), &log)?;
         self.starts.fetch_add(1, Ordering::Relaxed);
-        Ok(WorkerProc {
-            id,
-            pid,
-            child,
-            metrics_url: format!("http://{addr}"),
-            log,
-        })
+        Ok(w)
     }
 
     /// Start every slot and wait until each answers `/readyz` (database, engine via the
     /// proxy, LISTEN connection).
-    pub async fn start_all(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+    pub async fn start_all(&self) -> anyhow::Result<()> {
         for slot in 0..self.slots.len() {
             let w = self.spawn(slot)?;
             *self.slots[slot].lock().await = Some(w);
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
         for slot in &self.slots {
-            let mut guard = slot.lock().await;
-            let w = guard.as_mut().expect("started above");
-            loop {
-                if let Some(status) = w.exited() {
-                    bail!(
-                        "worker {} exited at start-up ({status}):\n{}",
-                        w.id,
-                        log_tail(&w.log, 20)
-                    );
-                }
-                let ready = http
-                    .get(format!("{}/readyz", w.metrics_url))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ready {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "worker {} not ready after 60 s:\n{}",
-                        w.id,
-                        log_tail(&w.log, 20)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let guard = slot.lock().await;
+            guard.as_ref().expect("started above").wait_ready().await?;
         }
         Ok(())
     }

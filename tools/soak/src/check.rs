@@ -11,11 +11,10 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
-    time::Duration,
 };
 
-use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use outbox_harness::Engine;
+use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::{
@@ -268,7 +267,8 @@ pub async fn documents(
     }
     v.documents_expected_deleted = expected.values().filter(|e| e.deleted).count() as i64;
     v.documents_expected_present = expected.len() as i64 - v.documents_expected_deleted;
-    let engine = engine_documents(ctx).await?;
+    // Read directly, never through the proxy.
+    let engine = Engine::at(&ctx.es_url).documents(&ctx.index()).await?;
     v.documents_in_engine = engine.len() as i64;
 
     // (document, what is wrong, engine version or 0 when absent)
@@ -400,58 +400,4 @@ pub async fn documents(
         ));
     }
     Ok(())
-}
-
-/// Every document of the run's index: id -> (`_source`, `_version`), by scroll.
-async fn engine_documents(ctx: &Ctx) -> anyhow::Result<HashMap<String, (Value, i64)>> {
-    let http = &ctx.http;
-    let base = &ctx.es_url;
-    let index = ctx.index();
-    let r = http.post(format!("{base}/{index}/_refresh")).send().await?;
-    if !r.status().is_success() {
-        bail!("refresh {index}: {}", r.status());
-    }
-    let mut docs = HashMap::new();
-    let mut page: Value = http
-        .post(format!("{base}/{index}/_search?scroll=1m"))
-        .json(&json!({"size": 1000, "version": true, "sort": ["_doc"],
-                      "query": {"match_all": {}}}))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await?
-        .json()
-        .await?;
-    loop {
-        let hits = page["hits"]["hits"]
-            .as_array()
-            .with_context(|| format!("no hits in the search answer: {page}"))?;
-        if hits.is_empty() {
-            break;
-        }
-        for h in hits {
-            let id = h["_id"].as_str().context("hit without _id")?.to_string();
-            let version = h["_version"].as_i64().context("hit without _version")?;
-            docs.insert(id, (h["_source"].clone(), version));
-        }
-        let scroll_id = page["_scroll_id"]
-            .as_str()
-            .context("no _scroll_id")?
-            .to_string();
-        page = http
-            .post(format!("{base}/_search/scroll"))
-            .json(&json!({"scroll": "1m", "scroll_id": scroll_id}))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await?
-            .json()
-            .await?;
-    }
-    if let Some(id) = page["_scroll_id"].as_str() {
-        let _ = http
-            .delete(format!("{base}/_search/scroll"))
-            .json(&json!({"scroll_id": id}))
-            .send()
-            .await;
-    }
-    Ok(docs)
 }

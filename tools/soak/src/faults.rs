@@ -19,9 +19,11 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use outbox_harness::fault_proxy::Proxy;
+
 use crate::{
     check::Findings,
-    harness::{self, Clock, Db, Proxy, Workers},
+    harness::{self, Clock, Db, Workers},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
@@ -199,7 +201,7 @@ impl Chaos {
             records[i].held_delivered_s = watch.await.ok().flatten();
         }
         // Whatever happened above, leave the proxy passing through.
-        if let Err(e) = self.t.proxy.clear().await {
+        if let Err(e) = self.t.proxy.control.clear().await {
             self.t
                 .findings
                 .harness(format!("could not clear the proxy fault: {e:#}"));
@@ -215,9 +217,9 @@ impl Chaos {
             Kind::PgTerminate => self.pg_terminate().await,
             Kind::ProxyRefuse => {
                 let secs = self.rng.random_range(1.0..self.timing.max_refuse.max(1.5));
-                self.t.proxy.set(&json!({"kind": "refuse"})).await?;
+                self.t.proxy.control.set(&json!({"kind": "refuse"})).await?;
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-                self.t.proxy.clear().await?;
+                self.t.proxy.control.clear().await?;
                 Ok(json!({"seconds": round1(secs)}))
             }
             Kind::ProxyStatus429 | Kind::ProxyStatus503 => {
@@ -269,18 +271,18 @@ impl Chaos {
     /// Set a fault limited by `times` and wait until the requests used it up (it clears
     /// itself); if the workers send too few requests meanwhile, clear it.
     async fn proxy_times(&mut self, spec: Value) -> anyhow::Result<Value> {
-        self.t.proxy.set(&spec).await?;
+        self.t.proxy.control.set(&spec).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let mut used_up = false;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if !self.t.proxy.active().await? {
+            if !self.t.proxy.control.active().await? {
                 used_up = true;
                 break;
             }
         }
         if !used_up {
-            self.t.proxy.clear().await?;
+            self.t.proxy.control.clear().await?;
         }
         let mut detail = spec;
         detail["used_up"] = json!(used_up);
@@ -367,8 +369,7 @@ impl Chaos {
         let w = guard.as_mut().context("slot without a worker")?;
         let id = w.id.clone();
         // Directly, not through kill(1): the batch seen in flight is over in milliseconds.
-        w.kill_now()?;
-        w.wait_exit(Duration::from_secs(10)).await;
+        w.kill().await;
         let held = self.caught(&id, seen).await?;
         tokio::time::sleep(Duration::from_secs_f64(down)).await;
         *guard = Some(workers.spawn(slot)?);
@@ -386,16 +387,15 @@ impl Chaos {
         let id = w.id.clone();
         let held = self.caught(&id, seen).await?;
         let sent = self.t.clock.now();
-        harness::signal(w.pid, "TERM").await?;
         // Grace for in-flight bulks, plus time for the release and the exit itself.
         let limit = Duration::from_secs_f64(grace + 10.0);
-        let code = match w.wait_exit(limit).await {
+        let code = match w.stop(limit).await? {
             Some(status) => {
                 if status.code() != Some(0) {
                     self.t.findings.violation(format!(
                         "worker {id} exited with {status} after SIGTERM (expected exit 0); log {}:\n{}",
                         w.log.display(),
-                        harness::log_tail(&w.log, 15)
+                        w.log_tail(15)
                     ));
                 }
                 status.code()
@@ -405,7 +405,6 @@ impl Chaos {
                     "worker {id} still running {limit:?} after SIGTERM; killed; log {}",
                     w.log.display()
                 ));
-                w.kill().await;
                 None
             }
         };
@@ -425,10 +424,10 @@ impl Chaos {
         let guard = workers.slots[slot].lock().await;
         let w = guard.as_ref().context("slot without a worker")?;
         let id = w.id.clone();
-        harness::signal(w.pid, "STOP").await?;
+        w.signal("STOP")?;
         let held = self.caught(&id, seen).await?;
         tokio::time::sleep(Duration::from_secs_f64(frozen)).await;
-        harness::signal(w.pid, "CONT").await?;
+        w.signal("CONT")?;
         Ok(json!({"worker": id, "held": held, "frozen_s": round1(frozen)}))
     }
 

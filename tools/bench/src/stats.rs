@@ -1,5 +1,5 @@
-//! Small statistics: medians of pair ratios, percentiles, Prometheus text parsing, and CPU
-//! time per process group from /proc (who used the two cores during a run).
+//! Small statistics: medians of pair ratios, and CPU time per process group from /proc (who
+//! used the two cores during a run). Percentiles and `/metrics` parsing: outbox_harness.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -39,104 +39,6 @@ impl Spread {
 
 pub fn median(values: &[f64]) -> Option<f64> {
     Spread::of(values).map(|s| s.median)
-}
-
-/// Nearest-rank percentile (`q` in 0..=1) of sorted values.
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    Some(sorted[rank.min(sorted.len()) - 1])
-}
-
-/// Sum of every series of a counter or gauge in Prometheus text.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The value of one labelled series, e.g. `outbox_wakes_total{source="notification"}`.
-pub fn metric_with_label(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Cumulative histogram buckets (upper bound in seconds, count), +Inf last.
-pub fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{");
-    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
-        let Some(le_start) = line.find("le=\"") else {
-            continue;
-        };
-        let rest = &line[le_start + 4..];
-        let Some(le_end) = rest.find('"') else {
-            continue;
-        };
-        let le = match &rest[..le_end] {
-            "+Inf" => f64::INFINITY,
-            s => match s.parse::<f64>() {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
-        };
-        let Some(count) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        // Ordered map keyed by the bound's bits (all bounds are positive).
-        let e = by_le.entry(le.to_bits()).or_insert((le, 0.0));
-        e.1 += count;
-    }
-    by_le.into_values().collect()
-}
-
-/// `after - before`, bucket by bucket.
-pub fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    after
-        .iter()
-        .map(|&(le, n)| {
-            let b = before
-                .iter()
-                .find(|(l, _)| *l == le)
-                .map_or(0.0, |(_, c)| *c);
-            (le, n - b)
-        })
-        .collect()
-}
-
-/// Percentile of a cumulative histogram, interpolated linearly inside its bucket (seconds).
-pub fn histogram_percentile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let target = q * total;
-    let (mut lo, mut below) = (0.0, 0.0);
-    for &(le, cum) in buckets {
-        if cum >= target {
-            if le.is_infinite() {
-                return Some(lo); // beyond the last bound: a lower bound only
-            }
-            let inside = cum - below;
-            let frac = if inside > 0.0 {
-                (target - below) / inside
-            } else {
-                1.0
-            };
-            return Some(lo + (le - lo) * frac);
-        }
-        lo = le;
-        below = cum;
-    }
-    None
 }
 
 fn clock_ticks() -> f64 {
@@ -255,26 +157,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spreads_and_percentiles() {
+    fn spreads_and_medians() {
         let s = Spread::of(&[0.9, 1.1, 1.0, 0.8]).unwrap();
-        assert_eq!((s.median, s.min, s.max), (0.95, 0.8, 1.1));
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50.0));
-        assert_eq!(percentile(&v, 0.99), Some(99.0));
-        assert_eq!(percentile(&v, 1.0), Some(100.0));
-    }
-
-    #[test]
-    fn prometheus_text() {
-        let text = "# TYPE outbox_acked_total counter\n\
-            outbox_acked_total{kind=\"indexed\"} 10\n\
-            outbox_acked_total{kind=\"not_found\"} 2\n\
-            outbox_acked_totalx 5\n\
-            h_bucket{le=\"0.001\"} 1\nh_bucket{le=\"0.002\"} 3\nh_bucket{le=\"+Inf\"} 4\n";
-        assert_eq!(metric_sum(text, "outbox_acked_total"), 12.0);
-        let h = histogram(text, "h");
-        assert_eq!(h, vec![(0.001, 1.0), (0.002, 3.0), (f64::INFINITY, 4.0)]);
-        assert_eq!(histogram_percentile(&h, 0.5), Some(0.0015));
-        assert_eq!(histogram_percentile(&h, 1.0), Some(0.002));
+        assert_eq!((s.median, s.min, s.max, s.n), (0.95, 0.8, 1.1, 4));
+        assert_eq!(median(&[3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
+        assert!(Spread::of(&[f64::NAN]).is_none());
+        assert_eq!(round3(1.23456), 1.235);
     }
 }

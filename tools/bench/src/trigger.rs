@@ -11,11 +11,13 @@
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
+use outbox_harness::{clean_command, prom};
 use outbox_worker::{config::NotifyMode, metrics as m};
 
 use crate::{
     ctx::Ctx,
-    stats::{self, CpuSnapshot},
+    latency::NOTIFICATION,
+    stats::CpuSnapshot,
     worker::{Spec, Usage, Worker},
 };
 
@@ -61,9 +63,7 @@ pub async fn run(
             let before = w.scrape().await?;
             let cpu0 = CpuSnapshot::take(Some(w.pid));
             let t0 = Instant::now();
-            let mut cmd = tokio::process::Command::new(&ctx.worker_bin);
-            crate::worker::clean_env(cmd.as_std_mut());
-            let out = cmd
+            let out = tokio::process::Command::from(clean_command(&ctx.worker_bin))
                 .args(["produce", "--mode", "outbox", "--rate", "0", "--json"])
                 .args(["--clients", &producers.to_string()])
                 .args(["--batch", &batch.to_string()])
@@ -89,7 +89,6 @@ pub async fn run(
                 })?;
             let num = |k: &str| report[k].as_f64().unwrap_or(0.0);
             let elapsed = num("elapsed_seconds").max(1e-9);
-            let label = "\"notification\"";
             anyhow::Ok(TriggerRun {
                 mode: mode.as_str(),
                 batch,
@@ -100,8 +99,8 @@ pub async fn run(
                 seconds: elapsed,
                 tps: num("transactions") / elapsed,
                 events_per_s: num("events") / elapsed,
-                notifications: stats::metric_with_label(&after, m::WAKES_TOTAL, label)
-                    - stats::metric_with_label(&before, m::WAKES_TOTAL, label),
+                notifications: prom::labelled(&after, m::WAKES_TOTAL, NOTIFICATION)
+                    - prom::labelled(&before, m::WAKES_TOTAL, NOTIFICATION),
                 cores: cpu1.cores_since(&cpu0, wall),
                 worker: Usage::default(),
             })

@@ -15,11 +15,13 @@ use std::{
 };
 
 use futures::future::join_all;
+use outbox_harness::prom;
+use outbox_worker::metrics as m;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     check::Findings,
-    harness::{self, Clock, Db, Workers},
+    harness::{Clock, Db, Workers},
 };
 
 pub const PERIOD: Duration = Duration::from_millis(250);
@@ -127,7 +129,7 @@ impl Monitor {
             t: self.clock.now(),
             lag: row.get(0),
             oldest_age: row.get(1),
-            acked: self.total("outbox_acked_total"),
+            acked: self.total(m::ACKED_TOTAL),
         };
         self.samples.lock().unwrap().push(s);
         Ok(())
@@ -141,7 +143,7 @@ impl Monitor {
             };
             let Some(w) = guard.as_mut() else { continue };
             let Some(status) = w.exited() else { continue };
-            let tail = harness::log_tail(&w.log, 15);
+            let tail = w.log_tail(15);
             let what = format!(
                 "worker {} exited by itself ({status}); log {}:\n{tail}",
                 w.id,
@@ -185,7 +187,7 @@ impl Monitor {
                     .text()
                     .await
                     .ok()?;
-                Some((id, parse_counters(&text)))
+                Some((id, prom::counters(&text)))
             }
         });
         let results = join_all(scrapes).await;
@@ -216,19 +218,4 @@ impl Monitor {
         }
         out
     }
-}
-
-/// The `outbox_*_total` counters of a Prometheus text page.
-fn parse_counters(text: &str) -> Counters {
-    text.lines()
-        .filter(|l| l.starts_with("outbox_"))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let name = key.split('{').next()?;
-            if !name.ends_with("_total") {
-                return None;
-            }
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }

@@ -9,11 +9,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use outbox_worker::{
-    config::{NotifyMode, redact_url},
-    migrate,
-};
-use tokio_postgres::{Client, NoTls};
+use outbox_harness::{Schema, drop_schema, schema_url, try_connect};
+use outbox_worker::config::NotifyMode;
+use tokio_postgres::Client;
 
 /// Everything a run creates starts with this, so leftovers of a crashed run can be found.
 pub const PREFIX: &str = "obench";
@@ -33,13 +31,6 @@ pub struct Ctx {
     /// change), to measure a schema fix without changing migrations/; empty by default.
     pub schema_sql: String,
     seq: AtomicUsize,
-}
-
-/// One run's schema: migrated, with the trigger of the mode asked for.
-pub struct Schema {
-    pub name: String,
-    /// The database URL whose connections see only this schema.
-    pub url: String,
 }
 
 impl Ctx {
@@ -79,25 +70,14 @@ impl Ctx {
         format!("{PREFIX}_{}_{n}_{label}", std::process::id())
     }
 
-    pub fn schema_url(&self, schema: &str) -> String {
-        let sep = if self.db_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{schema}", self.db_url)
-    }
-
     /// The URL a worker gets: the schema's, plus `worker_pg_options` in the same `options`.
     pub fn worker_url(&self, schema: &str) -> String {
-        with_pg_options(&self.schema_url(schema), &self.worker_pg_options)
+        with_pg_options(&schema_url(&self.db_url, schema), &self.worker_pg_options)
     }
 
     /// A connection; its connection task runs in the background.
     pub async fn connect(&self, url: &str) -> anyhow::Result<Client> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls)
-            .await
-            .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        try_connect(url, "outbox-bench").await
     }
 
     pub async fn admin(&self) -> anyhow::Result<Client> {
@@ -106,31 +86,19 @@ impl Ctx {
 
     /// Create and migrate a fresh schema with the trigger of `mode`.
     pub async fn create_schema(&self, label: &str, mode: NotifyMode) -> anyhow::Result<Schema> {
-        let name = self.name(label);
-        self.admin()
-            .await?
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await?;
-        let url = self.schema_url(&name);
-        let mut client = self.connect(&url).await?;
-        migrate::migrate(&mut client, mode)
-            .await
-            .context("migrate")?;
+        let schema = Schema::create(&self.db_url, &self.name(label), mode).await?;
         if !self.schema_sql.trim().is_empty() {
-            client
+            self.connect(&schema.url)
+                .await?
                 .batch_execute(&self.schema_sql)
                 .await
                 .context("--schema-sql")?;
         }
-        Ok(Schema { name, url })
+        Ok(schema)
     }
 
     pub async fn drop_schema(&self, schema: &Schema) {
-        if let Ok(c) = self.admin().await {
-            let _ = c
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.name))
-                .await;
-        }
+        let _ = drop_schema(&self.db_url, &schema.name).await;
     }
 
     /// Remove what earlier (crashed) runs left behind: schemas and indexes named `obench_*`.
@@ -143,10 +111,7 @@ impl Ctx {
             )
             .await?;
         for r in rows {
-            let name: String = r.get(0);
-            admin
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .await?;
+            drop_schema(&self.db_url, r.get(0)).await?;
         }
         let _ = self
             .http

@@ -2,51 +2,102 @@
 //! (`OUTBOX_TEST_ELASTICSEARCH_URL`, default http://127.0.0.1:9200): each fault kind as the
 //! worker would meet it, and what really reached the engine behind it.
 //!
-//! Every test starts its own proxy on free ports and uses its own index. Set
-//! `FAULT_PROXY_TEST_LOG=1` to see the proxies' logs.
+//! Every test starts its own proxy on free ports (in this process, but for the test of the
+//! command line) and uses its own index. Set `FAULT_PROXY_TEST_LOG=1` to see the proxies'
+//! logs.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     process::{Child, ChildStdout, Command, Stdio},
+    sync::Once,
     time::{Duration, Instant},
 };
 
+use fault_proxy::{ControlClient, Options};
+use outbox_harness::{engine_url, unique};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 /// What the worker asks for (src/bulk/client.rs).
 const FILTER_PATH: &str = "errors,items.*.status,items.*.error.type,items.*.error.reason";
 
-fn engine_url() -> String {
-    std::env::var("OUTBOX_TEST_ELASTICSEARCH_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:9200".into())
-        .trim_end_matches('/')
-        .to_string()
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", rand::random::<u32>())
-}
-
-/// A running proxy, killed on drop.
+/// A proxy in this process in front of the real engine, stopped on drop.
 struct Proxy {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
+    // Held: the proxy stops when it is dropped.
+    _running: fault_proxy::Proxy,
     addr: SocketAddr,
     /// http://ADDR of the proxied engine.
     url: String,
-    /// http://CONTROL of the control API.
-    control: String,
-    http: reqwest::Client,
+    control: ControlClient,
 }
 
 impl Proxy {
-    fn start(extra: &[&str]) -> Proxy {
+    fn start(seed: u64) -> Proxy {
+        static LOG: Once = Once::new();
+        LOG.call_once(|| {
+            if std::env::var_os("FAULT_PROXY_TEST_LOG").is_some() {
+                let _ = tracing_subscriber::fmt()
+                    .with_writer(std::io::stderr)
+                    .try_init();
+            }
+        });
+        let mut opts = Options::new(engine_url().parse().unwrap());
+        opts.seed = seed;
+        let running = fault_proxy::Proxy::start(opts).expect("start the fault proxy");
+        Proxy {
+            addr: running.addr,
+            url: running.url.clone(),
+            control: running.control.clone(),
+            _running: running,
+        }
+    }
+
+    /// A control call that must succeed.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.control
+            .call(method, path, body.as_ref())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    async fn put_fault(&self, spec: Value) -> Value {
+        self.control.set(&spec).await.unwrap()
+    }
+
+    async fn clear(&self) {
+        self.control.clear().await.unwrap();
+    }
+
+    async fn stats(&self) -> Value {
+        self.control.stats().await.unwrap()
+    }
+
+    fn health_url(&self) -> String {
+        health_url(&self.url)
+    }
+}
+
+fn health_url(base: &str) -> String {
+    format!("{base}/_cluster/health")
+}
+
+/// The fault-proxy command, killed on drop: its first stdout line is a contract with
+/// scripts, and `--script` runs a schedule from start-up.
+struct ProxyProcess {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+    url: String,
+    control: ControlClient,
+}
+
+impl ProxyProcess {
+    fn start(extra: &[&str]) -> ProxyProcess {
         let upstream = engine_url();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fault-proxy"))
             .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
@@ -77,47 +128,17 @@ impl Proxy {
         assert_eq!(after("upstream"), upstream);
         let addr: SocketAddr = after("on").parse().unwrap();
         let control: SocketAddr = after("control").parse().unwrap();
-        Proxy {
+        ProxyProcess {
             child,
             _stdout: stdout,
             addr,
             url: format!("http://{addr}"),
-            control: format!("http://{control}"),
-            http: client(),
+            control: ControlClient::new(&format!("http://{control}")),
         }
-    }
-
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.control));
-        if let Some(body) = body {
-            req = req.body(body.to_string());
-        }
-        let resp = req.send().await.expect("control API");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("control API answers JSON");
-        assert_eq!(status, 200, "{path}: {v}");
-        v
-    }
-
-    async fn put_fault(&self, spec: Value) -> Value {
-        self.control(reqwest::Method::PUT, "/fault", Some(spec))
-            .await
-    }
-
-    async fn clear(&self) {
-        self.control(reqwest::Method::DELETE, "/fault", None).await;
-    }
-
-    async fn stats(&self) -> Value {
-        self.control(reqwest::Method::GET, "/stats", None).await
-    }
-
-    fn health_url(&self) -> String {
-        format!("{}/_cluster/health", self.url)
     }
 }
 
-impl Drop for Proxy {
+impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -223,7 +244,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn pass_through_reuses_connections_and_indexes() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let index = unique("fp_pass");
     let client = client();
 
@@ -274,7 +295,7 @@ async fn pass_through_reuses_connections_and_indexes() {
 
 #[tokio::test]
 async fn refuse_closes_the_port_until_cleared() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let pooled = client();
     assert_eq!(
         pooled
@@ -318,7 +339,7 @@ async fn refuse_closes_the_port_until_cleared() {
 
 #[tokio::test]
 async fn whole_request_statuses_never_reach_the_engine() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let index = unique("fp_status");
     let client = client();
     for (status, error_type) in [
@@ -364,7 +385,7 @@ async fn whole_request_statuses_never_reach_the_engine() {
 
 #[tokio::test]
 async fn delays_outlast_the_client_timeout() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let index = unique("fp_delay");
     let impatient = reqwest::Client::builder()
         .no_proxy()
@@ -415,7 +436,7 @@ async fn delays_outlast_the_client_timeout() {
 
 #[tokio::test]
 async fn resets_break_the_answer() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let index = unique("fp_reset");
     let client = client();
 
@@ -451,7 +472,7 @@ async fn resets_break_the_answer() {
 
 #[tokio::test]
 async fn rejected_items_were_really_indexed() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let index = unique("fp_items");
     let client = client();
     let docs = ids("d", 6);
@@ -520,15 +541,15 @@ async fn rejected_positions(proxy: &Proxy, index: &str, version: u64) -> Vec<usi
 #[tokio::test]
 async fn item_fractions_follow_the_seed() {
     let index = unique("fp_fraction");
-    let a = Proxy::start(&["--seed", "42"]);
+    let a = Proxy::start(42);
     let first = rejected_positions(&a, &index, 1).await;
     assert!(!first.is_empty() && first.len() < 40, "{first:?}");
     // Setting the fault again starts its RNG afresh: the same items are chosen.
     assert_eq!(rejected_positions(&a, &index, 2).await, first);
     // Another proxy with the same seed agrees; another seed does not.
-    let b = Proxy::start(&["--seed", "42"]);
+    let b = Proxy::start(42);
     assert_eq!(rejected_positions(&b, &index, 3).await, first);
-    let c = Proxy::start(&["--seed", "7"]);
+    let c = Proxy::start(7);
     assert_ne!(rejected_positions(&c, &index, 4).await, first);
     assert_eq!(
         a.stats().await["items_rewritten"],
@@ -540,7 +561,7 @@ async fn item_fractions_follow_the_seed() {
 
 #[tokio::test]
 async fn times_and_path_prefix_bound_a_fault() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
     let index = unique("fp_times");
     let client = client();
     let v = proxy
@@ -563,7 +584,7 @@ async fn times_and_path_prefix_bound_a_fault() {
         .unwrap();
     assert_eq!(statuses(&v), [201]);
 
-    let v = proxy.control(reqwest::Method::GET, "/fault", None).await;
+    let v = proxy.call(reqwest::Method::GET, "/fault", None).await;
     assert_eq!(v["fault"], Value::Null, "used up: {v}");
     let stats = proxy.stats().await;
     assert_eq!(stats["requests_seen"], 4, "{stats}");
@@ -576,7 +597,7 @@ async fn times_and_path_prefix_bound_a_fault() {
 async fn scripts_schedule_outages() {
     // Built first: loading the system roots can take a while on a loaded machine.
     let client = client();
-    // From the command line, relative to start-up: down for 1.5 s, then back.
+    // From the command line (the binary), relative to start-up: down for 1.5 s, then back.
     let path = std::env::temp_dir().join(format!("{}.json", unique("fault-proxy-script")));
     std::fs::write(
         &path,
@@ -586,11 +607,11 @@ async fn scripts_schedule_outages() {
     )
     .unwrap();
     let spawned = Instant::now();
-    let proxy = Proxy::start(&["--script", path.to_str().unwrap()]);
+    let proxy = ProxyProcess::start(&["--script", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
     assert_eq!(
         client
-            .get(proxy.health_url())
+            .get(health_url(&proxy.url))
             .send()
             .await
             .unwrap()
@@ -599,7 +620,7 @@ async fn scripts_schedule_outages() {
     );
     eventually("the scripted outage ends", async || {
         client
-            .get(proxy.health_url())
+            .get(health_url(&proxy.url))
             .send()
             .await
             .unwrap()
@@ -608,19 +629,17 @@ async fn scripts_schedule_outages() {
     })
     .await;
     assert!(spawned.elapsed() >= Duration::from_millis(1500));
-    let script = proxy.control(reqwest::Method::GET, "/script", None).await;
+    let script = proxy.control.script().await.unwrap();
     assert_eq!(script["applied"], 2, "{script}");
     assert_eq!(script["running"], false, "{script}");
 
     // At run time: refused, then back on the same port.
     proxy
-        .control(
-            reqwest::Method::PUT,
-            "/script",
-            Some(json!([{"at_ms": 0, "fault": {"kind": "refuse"}},
-                        {"at_ms": 500, "fault": null}])),
-        )
-        .await;
+        .control
+        .run_script(&json!([{"at_ms": 0, "fault": {"kind": "refuse"}},
+                            {"at_ms": 500, "fault": null}]))
+        .await
+        .unwrap();
     eventually("the port is refused", async || {
         TcpStream::connect(proxy.addr).is_err()
     })
@@ -631,19 +650,22 @@ async fn scripts_schedule_outages() {
     .await;
     assert_eq!(
         client
-            .get(proxy.health_url())
+            .get(health_url(&proxy.url))
             .send()
             .await
             .unwrap()
             .status(),
         200
     );
-    assert_eq!(proxy.stats().await["faults_injected"]["refuse"], 1);
+    assert_eq!(
+        proxy.control.stats().await.unwrap()["faults_injected"]["refuse"],
+        1
+    );
 }
 
 #[tokio::test]
 async fn unsupported_input_is_refused_plainly() {
-    let proxy = Proxy::start(&[]);
+    let proxy = Proxy::start(0);
 
     // Chunked request bodies: 501, then the connection is closed.
     let mut raw = TcpStream::connect(proxy.addr).unwrap();
@@ -681,7 +703,7 @@ async fn unsupported_input_is_refused_plainly() {
         json!({"kind": "status", "status": 200}),
     ] {
         let resp = http
-            .put(format!("{}/fault", proxy.control))
+            .put(format!("{}/fault", proxy.control.url))
             .body(bad.to_string())
             .send()
             .await
@@ -691,13 +713,13 @@ async fn unsupported_input_is_refused_plainly() {
         assert!(v["error"].is_string(), "{v}");
     }
     let resp = http
-        .put(format!("{}/script", proxy.control))
+        .put(format!("{}/script", proxy.control.url))
         .body(r#"[{"at_ms":0,"fault":{"kind":"nope"}}]"#)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    let v = proxy.control(reqwest::Method::GET, "/fault", None).await;
+    let v = proxy.call(reqwest::Method::GET, "/fault", None).await;
     assert_eq!(v["fault"], Value::Null);
     let stats = proxy.stats().await;
     assert_eq!(

@@ -247,14 +247,11 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<bool> {
     let worker_bin = match &args.worker_bin {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable directory")?
-            .join("outbox-worker"),
+        None => outbox_harness::worker_binary(),
     };
     ensure!(
         worker_bin.is_file(),
-        "no worker binary at {} (build it with `cargo build --release`, or pass --worker-bin)",
+        "no worker binary at {} (build it with `cargo build --release -p outbox-worker`, or pass --worker-bin)",
         worker_bin.display()
     );
     // One log per worker run, from this run only.
@@ -544,7 +541,7 @@ async fn null_sink_figure(
         json!({
             "events": n, "batch": p.bulk_size, "concurrency": p.concurrency,
             "ceiling": "the better of 1 and 2 clients in the same pair",
-            "session": outbox_worker::db::POOL_SESSION_OPTIONS,
+            "session": drain::WORKER_SESSION,
             "lease_loop": "for scale, not a goal: the worker's claim.sql then ack.sql per batch from 2 clients, two writes per event",
             "pairs": pairs,
         }),
@@ -591,7 +588,7 @@ async fn latency_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> 
             .flat_map(|r| r.samples.iter().copied())
             .collect();
         all.sort_by(f64::total_cmp);
-        let pct = |q: f64| stats::percentile(&all, q).map(round3);
+        let pct = |q: f64| outbox_harness::percentile(&all, q).map(round3);
         let key = |q: &str| format!("latency_{q}_ms_at_{rate}");
         rep.set(&key("p50"), pct(0.50));
         rep.set(&key("p95"), pct(0.95));

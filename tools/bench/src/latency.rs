@@ -21,11 +21,15 @@ use std::{
 };
 
 use anyhow::ensure;
+use outbox_harness::{
+    Schema, percentile,
+    prom::{self, histogram, histogram_delta, histogram_percentile},
+};
 use outbox_worker::{config::NotifyMode, metrics as m};
 use tokio_postgres::Client;
 
 use crate::{
-    ctx::{Ctx, Schema},
+    ctx::Ctx,
     stats::{self, CpuSnapshot},
     worker::{Spec, Usage, Worker},
 };
@@ -51,6 +55,9 @@ pub async fn drop_ack_log(db: &Client) -> anyhow::Result<()> {
         .batch_execute("DROP TRIGGER IF EXISTS bench_log_acks ON outbox_events")
         .await?)
 }
+
+/// The label of the wakes by NOTIFY in `outbox_wakes_total`.
+pub const NOTIFICATION: &str = "source=\"notification\"";
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LatencyRun {
@@ -154,7 +161,7 @@ pub async fn measure(
         conns.push((c, stmt));
     }
     let metrics_before = worker.scrape().await?;
-    let hist_before = stats::histogram(&metrics_before, m::END_TO_END_SECONDS);
+    let hist_before = histogram(&metrics_before, m::END_TO_END_SECONDS);
     let cpu0 = CpuSnapshot::take(Some(worker.pid));
     let start = Instant::now() + Duration::from_millis(20);
     let total = (rate * seconds).round() as usize;
@@ -203,13 +210,13 @@ pub async fn measure(
     }
     let cpu1 = CpuSnapshot::take(Some(worker.pid));
     let metrics_after = worker.scrape().await?;
-    let hist = stats::histogram_delta(
+    let hist = histogram_delta(
         &hist_before,
-        &stats::histogram(&metrics_after, m::END_TO_END_SECONDS),
+        &histogram(&metrics_after, m::END_TO_END_SECONDS),
     );
-    let bulk = stats::histogram_delta(
-        &stats::histogram(&metrics_before, m::BULK_DURATION_SECONDS),
-        &stats::histogram(&metrics_after, m::BULK_DURATION_SECONDS),
+    let bulk = histogram_delta(
+        &histogram(&metrics_before, m::BULK_DURATION_SECONDS),
+        &histogram(&metrics_after, m::BULK_DURATION_SECONDS),
     );
     let acks: HashMap<i64, f64> = db
         .query("SELECT id, acked_at FROM bench_acks", &[])
@@ -234,10 +241,9 @@ pub async fn measure(
     let last = events.iter().map(|e| e.1).fold(0.0, f64::max);
     let wall = (produced_at - start).as_secs_f64();
     let ms = |x: Option<f64>| x.map(|s| stats::round3(s * 1000.0));
-    let wakes = |text: &str, label: &str| stats::metric_with_label(text, m::WAKES_TOTAL, label);
-    let wakes_total = |text: &str| stats::metric_sum(text, m::WAKES_TOTAL);
-    let notif =
-        wakes(&metrics_after, "\"notification\"") - wakes(&metrics_before, "\"notification\"");
+    let notifications = |text: &str| prom::labelled(text, m::WAKES_TOTAL, NOTIFICATION);
+    let wakes_total = |text: &str| prom::sum(text, m::WAKES_TOTAL);
+    let notif = notifications(&metrics_after) - notifications(&metrics_before);
     Ok(LatencyRun {
         rate,
         producers,
@@ -246,17 +252,17 @@ pub async fn measure(
         measured_events: lat.len(),
         lost,
         achieved_rate: events.len() as f64 / (last - first).max(1e-9),
-        p50_ms: stats::round3(stats::percentile(&lat, 0.50).unwrap_or(0.0)),
-        p95_ms: stats::round3(stats::percentile(&lat, 0.95).unwrap_or(0.0)),
-        p99_ms: stats::round3(stats::percentile(&lat, 0.99).unwrap_or(0.0)),
+        p50_ms: stats::round3(percentile(&lat, 0.50).unwrap_or(0.0)),
+        p95_ms: stats::round3(percentile(&lat, 0.95).unwrap_or(0.0)),
+        p99_ms: stats::round3(percentile(&lat, 0.99).unwrap_or(0.0)),
         max_ms: stats::round3(*lat.last().unwrap_or(&0.0)),
         mean_ms: stats::round3(lat.iter().sum::<f64>() / lat.len() as f64),
-        insert_ms_p50: stats::round3(stats::percentile(&inserts, 0.5).unwrap_or(0.0)),
-        histogram_p50_ms: ms(stats::histogram_percentile(&hist, 0.50)),
-        histogram_p95_ms: ms(stats::histogram_percentile(&hist, 0.95)),
-        histogram_p99_ms: ms(stats::histogram_percentile(&hist, 0.99)),
-        bulk_p50_ms: ms(stats::histogram_percentile(&bulk, 0.50)),
-        bulk_p99_ms: ms(stats::histogram_percentile(&bulk, 0.99)),
+        insert_ms_p50: stats::round3(percentile(&inserts, 0.5).unwrap_or(0.0)),
+        histogram_p50_ms: ms(histogram_percentile(&hist, 0.50)),
+        histogram_p95_ms: ms(histogram_percentile(&hist, 0.95)),
+        histogram_p99_ms: ms(histogram_percentile(&hist, 0.99)),
+        bulk_p50_ms: ms(histogram_percentile(&bulk, 0.50)),
+        bulk_p99_ms: ms(histogram_percentile(&bulk, 0.99)),
         wakes_notification: notif,
         wakes_other: wakes_total(&metrics_after) - wakes_total(&metrics_before) - notif,
         cores: cpu1.cores_since(&cpu0, wall),

@@ -5,25 +5,35 @@
 //! in every run) and commits. The clock runs from that commit until the worker has acked all N.
 //!
 //! Ceilings, on the same documents:
-//! - raw `_bulk`: the same NDJSON bodies (encoded by the worker's own encoder, before the
+//! - raw `_bulk`: the NDJSON bodies the worker sends for these events (encoded before the
 //!   clock starts), the same bulk size and concurrency, straight to the engine, no database.
 //! - SQL: the same backlog drained by `DELETE .. WHERE id IN (SELECT .. FOR UPDATE SKIP
 //!   LOCKED LIMIT n) RETURNING` loops, from one and from two connections; and, for scale,
-//!   by the lease protocol alone (the worker's claim.sql then ack.sql) from two.
-//!   All of them with the worker's session settings.
+//!   by the lease protocol alone (the worker's sql/claim.sql then sql/ack.sql) from two.
+//!   All of them with the worker's session settings ([`WORKER_SESSION`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use futures::{StreamExt, stream};
-use outbox_worker::{bulk::encode, config::NotifyMode, contract::Op, event::ClaimedEvent};
+use outbox_harness::{Schema, clean_command};
+use outbox_worker::config::NotifyMode;
 use tokio_postgres::Client;
 
 use crate::{
-    ctx::{Ctx, Schema, with_pg_options},
+    ctx::{Ctx, with_pg_options},
     stats::CpuSnapshot,
     worker::{Spec, Usage, Worker},
 };
+
+/// The worker's own claim and ack statements, for the lease loop.
+const CLAIM: &str = include_str!("../../../sql/claim.sql");
+const ACK: &str = include_str!("../../../sql/ack.sql");
+
+/// The session settings the worker's pool connections run with (see `POOL_SESSION_OPTIONS`
+/// in src/db.rs: custom plans, asynchronous commit); the SQL references run with the same,
+/// so they measure the same database work.
+pub const WORKER_SESSION: &str = "-c plan_cache_mode=force_custom_plan -c synchronous_commit=off";
 
 /// The document of event `g`: a product of about 300 bytes, written by PostgreSQL so the raw
 /// loader gets the exact text the worker reads back from jsonb.
@@ -189,29 +199,7 @@ async fn raw_bulk_in(
     max_bytes: usize,
 ) -> anyhow::Result<Run> {
     // Encoded before the clock starts: the ceiling pays nothing but HTTP and the engine.
-    let events: Vec<(ClaimedEvent, Op)> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, doc)| {
-            let id = i as i64 + 1;
-            let ev = ClaimedEvent {
-                id,
-                index_name: index.to_string(),
-                doc_id: id.to_string(),
-                op: "index".into(),
-                payload: Some(doc.clone()),
-                version: id,
-                attempts: 1,
-                deferrals: 0,
-                created_epoch: 0.0,
-            };
-            (ev, Op::Index)
-        })
-        .collect();
-    let bodies: Vec<Vec<u8>> = encode::chunk(events, bulk_size, max_bytes)
-        .into_iter()
-        .map(|c| c.body)
-        .collect();
+    let bodies = bulk_bodies(index, docs, bulk_size, max_bytes);
     // The worker's URL: the same `filter_path`, so the engine does the same response work.
     let url =
         ctx.es("_bulk?filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason")?;
@@ -261,12 +249,41 @@ async fn raw_bulk_in(
     Ok(run)
 }
 
+/// The `_bulk` bodies the worker sends for events 1..=n of `index` (document i+1 is
+/// `docs[i]`, its version its id): `index` actions with an external version, at most
+/// `bulk_size` events and about `max_bytes` bytes per body.
+fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+    let index = serde_json::to_string(index).expect("a string serializes");
+    let mut bodies = Vec::new();
+    let (mut body, mut events) = (Vec::new(), 0);
+    for (i, doc) in docs.iter().enumerate() {
+        let id = i + 1;
+        let action = format!(
+            "{{\"index\":{{\"_index\":{index},\"_id\":\"{id}\",\"version\":{id},\"version_type\":\"external\"}}}}\n"
+        );
+        if events > 0
+            && (events >= bulk_size || body.len() + action.len() + doc.len() + 1 > max_bytes)
+        {
+            bodies.push(std::mem::take(&mut body));
+            events = 0;
+        }
+        body.extend_from_slice(action.as_bytes());
+        body.extend_from_slice(doc.as_bytes());
+        body.push(b'\n');
+        events += 1;
+    }
+    if events > 0 {
+        bodies.push(body);
+    }
+    bodies
+}
+
 fn memchr(needle: &[u8], hay: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The SQL references of figure 2, run from `clients` connections on the same backlog, with
-/// the worker's own session settings (`db::POOL_SESSION_OPTIONS`: custom plans, async commit).
+/// the worker's own session settings ([`WORKER_SESSION`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlLoop {
     /// The ceiling: claim+delete in one statement per batch, no lease at all.
@@ -315,16 +332,16 @@ async fn sql_loop_in(
     let mut db = ctx.connect(&schema.url).await?;
     let mut conns = Vec::new();
     // The worker's session settings, the way its pool gets them: in the URL's `options`.
-    let url = with_pg_options(&schema.url, outbox_worker::db::POOL_SESSION_OPTIONS);
+    let url = with_pg_options(&schema.url, WORKER_SESSION);
     for k in 0..clients {
         let c = ctx.connect(&url).await?;
         let first = c
             .prepare(match what {
                 SqlLoop::ClaimDelete => CLAIM_DELETE,
-                SqlLoop::ClaimAck => outbox_worker::sql::CLAIM,
+                SqlLoop::ClaimAck => CLAIM,
             })
             .await?;
-        let ack = c.prepare(outbox_worker::sql::ACK).await?;
+        let ack = c.prepare(ACK).await?;
         conns.push((c, first, ack, format!("sql-loop-{k}")));
     }
     insert_backlog(&mut db, &schema.name, n).await?;
@@ -354,10 +371,19 @@ async fn sql_loop_in(
                         }
                     }
                     SqlLoop::ClaimAck => {
-                        let events: Vec<ClaimedEvent> =
-                            rows.iter().map(ClaimedEvent::from_row).collect();
-                        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-                        let attempts: Vec<i32> = events.iter().map(|e| e.attempts).collect();
+                        let mut ids = Vec::with_capacity(rows.len());
+                        let mut attempts = Vec::with_capacity(rows.len());
+                        for r in &rows {
+                            let _event: (&str, &str, &str, Option<&str>, i64) = (
+                                r.get("index_name"),
+                                r.get("doc_id"),
+                                r.get("op"),
+                                r.get("payload"),
+                                r.get("version"),
+                            );
+                            ids.push(r.get::<_, i64>("id"));
+                            attempts.push(r.get::<_, i32>("attempts"));
+                        }
                         let acked = c.execute(ack, &[&ids, &attempts, owner]).await?;
                         ensure!(
                             acked as usize == ids.len(),
@@ -381,9 +407,7 @@ async fn sql_loop_in(
 
 /// The worker's default configuration, as its own `config` command prints it.
 pub fn worker_config(ctx: &Ctx) -> anyhow::Result<serde_json::Value> {
-    let mut cmd = std::process::Command::new(&ctx.worker_bin);
-    crate::worker::clean_env(&mut cmd);
-    let out = cmd
+    let out = clean_command(&ctx.worker_bin)
         .arg("config")
         .env("OUTBOX_METRICS_ADDR", "off")
         .output()
