@@ -37,6 +37,7 @@ stop:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p outbox-worker --lib --bins -- -D warnings
 
 build:
 	cargo build --release -p outbox-worker

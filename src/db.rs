@@ -149,7 +149,8 @@ pub async fn connect_simple(cfg: &Config, role: &str) -> Result<Client, ConnectS
     Ok(client)
 }
 
-/// Whether the connection behind `client` is encrypted (for tests and `stats`).
+/// Whether the connection behind `client` is encrypted (the TLS tests ask).
+#[cfg(feature = "testing")]
 pub async fn is_encrypted(client: &Client) -> Result<bool, tokio_postgres::Error> {
     Ok(client
         .query_one(

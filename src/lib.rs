@@ -1,36 +1,64 @@
 //! outbox-worker: projects a PostgreSQL transactional outbox into Elasticsearch / OpenSearch.
 //!
-//! Where things live (one file per stage; docs/design.md §1):
+//! The public API is what a producer or an embedding application needs:
+//! - [`config`]: the settings (defaults < TOML file < `OUTBOX_*` environment), validated;
+//! - [`worker::run`]: run a worker until a cancellation token fires (graceful shutdown);
+//! - [`migrate`]: apply the schema and the insert trigger;
+//! - [`contract`]: the producer's contract: the columns, `Op`, `Status`, `ErrorReason`, and
+//!   the one insert helper to call inside the application's own transaction;
+//! - [`stats`] and [`replay`]: the operator's questions and the audited replay;
+//! - [`metrics`]: the metric names and the Prometheus recorder;
+//! - [`producer`]: an application-style load generator (the demo and the benches);
+//! - [`connect`]: one database connection as the worker makes it (TLS per `sslmode`).
+//!
+//! Everything else is private. Where it lives (one file per stage; docs/design.md §1):
 //! - `wake`      where a wake comes from, and the waker (coalescing)
 //! - `listener`  the LISTEN connection (NOTIFY wakes)
 //! - `pipeline`  idle -> drain -> dispatch -> outcome -> resolve, one file per stage
-//! - `contract`  the producer's contract: columns, ops, the insert; status and error_reason codes
 //! - `bulk`      NDJSON encoding, the HTTP client, the outcome classification
 //! - `store`     claim, ack / retry / fail / release, reclaim, the waiting mark (sql/)
 //! - `reclaim`   the reclaimer of stuck events
 //! - `backoff`   one retry delay for every path that retries an event
-//! - `sampler`, `metrics`  gauges, counters, `/metrics`, `/healthz`, `/readyz`
-//! - `replay`, `stats`  the operator commands
-//! - `migrate`, `config`, `db`, `sql`, `producer`, `worker`
+//! - `sampler`   the database-wide gauges
+//! - `event`, `db`, `tls`, `sql`, `error_chain`
+//!
+//! The `testing` feature makes those internal modules public, undocumented, for the
+//! project's own tests, benches and tools (the harness crate turns it on); it is not an API.
 
-pub mod backoff;
-pub mod bulk;
 pub mod config;
 pub mod contract;
-pub mod db;
-pub mod error_chain;
-pub mod event;
-pub mod listener;
 pub mod metrics;
 pub mod migrate;
-pub mod pipeline;
 pub mod producer;
-pub mod reclaim;
 pub mod replay;
-pub mod sampler;
-pub mod sql;
 pub mod stats;
-pub mod store;
-pub mod tls;
-pub mod wake;
 pub mod worker;
+
+pub use db::{ConnectSetupError, connect_simple as connect};
+
+/// Declares internal modules: private, or public and hidden under the `testing` feature.
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "testing")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        mod $name;
+    )*};
+}
+
+internal!(
+    backoff,
+    bulk,
+    db,
+    error_chain,
+    event,
+    listener,
+    pipeline,
+    reclaim,
+    sampler,
+    sql,
+    store,
+    tls,
+    wake,
+);

@@ -5,7 +5,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, str::FromStr};
 use clap::{Parser, Subcommand};
 use outbox_worker::{
     config::{self, Config, LogFormat, NotifyMode},
-    db, migrate, producer, worker,
+    connect, migrate, producer, worker,
 };
 
 #[derive(Parser)]
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
                 if let Some(m) = notify_mode {
                     cfg.notify_mode = m;
                 }
-                let mut client = db::connect_simple(&cfg, "migrate").await?;
+                let mut client = connect(&cfg, "migrate").await?;
                 let report = migrate::migrate(&mut client, cfg.notify_mode).await?;
                 emit!(
                     "migrated: applied [{}], already applied [{}], trigger mode {}",
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Stats { json } => {
-                let client = db::connect_simple(&cfg, "stats").await?;
+                let client = connect(&cfg, "stats").await?;
                 let stats = outbox_worker::stats::collect(&client, &cfg).await?;
                 if json {
                     emit!("{}", serde_json::to_string_pretty(&stats)?);
@@ -179,7 +179,7 @@ fn main() -> ExitCode {
                 if filter.is_unbounded() && !all {
                     anyhow::bail!("the filter names no --id, --error-reason, --since, --until or --projection: add one, or --all to replay the whole failed pile (up to --limit)");
                 }
-                let client = db::connect_simple(&cfg, "replay").await?;
+                let client = connect(&cfg, "replay").await?;
                 if dry_run {
                     let d = replay::dry_run(&client, &filter).await?;
                     if json {
@@ -206,7 +206,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Audit { limit, json } => {
-                let client = db::connect_simple(&cfg, "audit").await?;
+                let client = connect(&cfg, "audit").await?;
                 let rows = outbox_worker::replay::audit_trail(&client, limit).await?;
                 if json {
                     emit!("{}", serde_json::to_string_pretty(&rows)?);

@@ -45,6 +45,7 @@ impl Inflight {
         self.0.lock().unwrap().len()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

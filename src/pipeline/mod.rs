@@ -30,7 +30,8 @@ pub mod outcome;
 mod resolve;
 
 pub use dispatch::{NullSink, Sink};
-pub use drain::{CLAIMS_AHEAD, DrainReport};
+pub use drain::CLAIMS_AHEAD;
+#[cfg(feature = "testing")]
 pub use idle::IDLE_FOLLOW_UPS;
 
 use dispatch::Dispatcher;
@@ -72,10 +73,6 @@ impl Pipeline {
             inflight: Inflight::default(),
             mark,
         })
-    }
-
-    pub fn waker(&self) -> Waker {
-        self.waker.clone()
     }
 
     /// The main loop; returns after a shutdown once claimed events are released.

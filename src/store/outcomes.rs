@@ -32,6 +32,7 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.ack.is_empty() && self.retry.is_empty() && self.fail.is_empty()
     }
