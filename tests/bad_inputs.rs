@@ -1,19 +1,19 @@
 //! The bad-input catalogue (docs/bad-inputs.md): one test per row. Config rows run the
 //! real binary; event rows go through a real worker into the real engine.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::time::Duration;
 
 use outbox_worker::config::NotifyMode;
 use serde_json::{Value, json};
 
-use common::{Engine, InProcessWorker, TestSchema};
+use harness::{Engine, InProcessWorker, TestSchema};
 
 // ---------- configuration: one clear line, non-zero exit ----------
 
 fn start_with(env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = common::worker_command();
+    let mut cmd = harness::worker_command();
     cmd.arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -95,7 +95,7 @@ fn c07_database_url_malformed() {
 
 #[test]
 fn c08_database_missing() {
-    let base = url::Url::parse(&common::pg_base_url()).unwrap();
+    let base = url::Url::parse(&harness::pg_base_url()).unwrap();
     let mut missing = base.clone();
     missing.set_path("/no_such_database_here");
     refused(
@@ -120,7 +120,7 @@ fn c10_schema_not_migrated() {
     // A database without the outbox tables: say what to do.
     let (ok, err) = start_with(&[(
         "OUTBOX_DATABASE_URL",
-        &common::schema_url(&common::pg_base_url(), "not_migrated_schema"),
+        &harness::schema_url(&harness::pg_base_url(), "not_migrated_schema"),
     )]);
     assert!(!ok);
     assert!(err.contains("run `outbox-worker migrate` first"), "{err}");
@@ -150,7 +150,7 @@ async fn c13_metrics_port_already_in_use() {
     let s = TestSchema::new("bad_port", NotifyMode::Adaptive).await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = common::worker_command()
+    let out = harness::worker_command()
         .arg("run")
         .env("OUTBOX_DATABASE_URL", &s.url)
         .env("OUTBOX_METRICS_ADDR", &addr)
@@ -169,11 +169,11 @@ async fn c13_metrics_port_already_in_use() {
 
 /// What became of one event: None = acked (gone from the outbox), else (status, reason).
 async fn outcome_of(
-    row: common::EventRow<'_>,
+    row: harness::EventRow<'_>,
     mapping: Option<Value>,
 ) -> (Option<(String, Option<String>)>, String) {
     let s = TestSchema::new("bad", NotifyMode::Adaptive).await;
-    let index = common::unique("bad");
+    let index = harness::unique("bad");
     let engine = Engine::new();
     if let Some(m) = mapping {
         engine.put_index(&index, m).await;
@@ -363,7 +363,7 @@ async fn e13_negative_doc_version() {
 #[tokio::test]
 async fn e14_backwards_doc_version_is_acked_and_changes_nothing() {
     let s = TestSchema::new("bad_back", NotifyMode::Adaptive).await;
-    let index = common::unique("bad_back");
+    let index = harness::unique("bad_back");
     let w = InProcessWorker::start(s.config(&[]));
     s.insert(&[(
         index.as_str(),

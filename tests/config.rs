@@ -2,10 +2,10 @@
 //! value and what is allowed; precedence is defaults < file < environment; secrets never
 //! appear in `config` output. Runs the real binary, so the real environment path is tested.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 fn run_config(env: &[(&str, &str)], file: Option<&str>) -> (i32, String, String) {
-    let mut cmd = common::worker_command();
+    let mut cmd = harness::worker_command();
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     if let Some(f) = file {
@@ -127,7 +127,7 @@ fn a_missing_config_file_is_one_clear_line() {
 
 #[test]
 fn precedence_is_defaults_then_file_then_environment() {
-    let dir = std::env::temp_dir().join(common::unique("cfg"));
+    let dir = std::env::temp_dir().join(harness::unique("cfg"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("outbox.toml");
     std::fs::write(
@@ -226,7 +226,7 @@ fn an_unknown_variable_stops_start_up_naming_the_nearest_one() {
 
 #[test]
 fn an_unknown_key_in_the_file_stops_start_up_naming_the_nearest_one() {
-    let dir = std::env::temp_dir().join(common::unique("cfg"));
+    let dir = std::env::temp_dir().join(harness::unique("cfg"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("outbox.toml");
     std::fs::write(&file, "bulk_size = 250\nconcurency = 3\n").unwrap();
@@ -244,7 +244,7 @@ fn an_unknown_key_in_the_file_stops_start_up_naming_the_nearest_one() {
 #[test]
 fn migrate_reads_its_notify_mode_with_the_settings_parser() {
     // Refused before any connection: the flag goes through NotifyMode's one parser.
-    let out = common::worker_command()
+    let out = harness::worker_command()
         .env_clear()
         .args(["migrate", "--notify-mode", "sometimes"])
         .output()
@@ -281,7 +281,7 @@ fn row_cells(line: &str) -> Vec<String> {
 /// The settings table as `config --markdown` prints it: the whole text, and by variable the
 /// cells every docs table shows (default, unit, allowed).
 fn settings_markdown() -> (String, Vec<(String, Vec<String>)>) {
-    let out = common::worker_command()
+    let out = harness::worker_command()
         .env_clear()
         .args(["config", "--markdown"])
         .output()
@@ -370,14 +370,14 @@ fn the_runbook_tables_agree_with_the_settings_table() {
 /// A worker whose stderr is a file writes no colour codes there (and `NO_COLOR` is unset).
 #[tokio::test]
 async fn logs_to_a_file_carry_no_escape_codes() {
-    let s = common::TestSchema::new("nocolour", outbox_worker::config::NotifyMode::Adaptive).await;
-    let log = std::env::temp_dir().join(format!("{}.log", common::unique("nocolour")));
-    let mut child = common::worker_command()
+    let s = harness::TestSchema::new("nocolour", outbox_worker::config::NotifyMode::Adaptive).await;
+    let log = std::env::temp_dir().join(format!("{}.log", harness::unique("nocolour")));
+    let mut child = harness::worker_command()
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(s.env())
-        .env("OUTBOX_WORKER_ID", common::unique("nocolour"))
+        .env("OUTBOX_WORKER_ID", harness::unique("nocolour"))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -400,7 +400,7 @@ async fn logs_to_a_file_carry_no_escape_codes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    common::signal(child.id(), "TERM").unwrap();
+    harness::signal(child.id(), "TERM").unwrap();
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -2,7 +2,7 @@
 //! index then read back, external versions (stale -> 409 -> ack), delete of a missing
 //! document, a field type conflict, and a whole-request refusal (a 513-byte id).
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use outbox_worker::{
     bulk::{
@@ -42,7 +42,7 @@ fn event(
 fn client() -> BulkClient {
     let cfg = outbox_worker::config::Config::from_pairs([(
         "elasticsearch_url",
-        common::engine_url().as_str(),
+        harness::engine_url().as_str(),
     )])
     .unwrap();
     BulkClient::new(&cfg).unwrap()
@@ -55,8 +55,8 @@ async fn send(c: &BulkClient, events: &[(ClaimedEvent, Op)]) -> RequestOutcome {
 
 #[tokio::test]
 async fn bulk_items_are_classified_and_documents_read_back() {
-    let engine = common::Engine::new();
-    let index = common::unique("engine");
+    let engine = harness::Engine::new();
+    let index = harness::unique("engine");
     engine
         .put_index(
             &index,
@@ -140,7 +140,7 @@ async fn bulk_items_are_classified_and_documents_read_back() {
 #[tokio::test]
 async fn a_513_byte_id_is_refused_for_the_whole_request() {
     let c = client();
-    let index = common::unique("engine_long");
+    let index = harness::unique("engine_long");
     let outcome = send(
         &c,
         &[

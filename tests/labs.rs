@@ -5,7 +5,7 @@
 //!
 //! The scenarios run one at a time (a lock): the PostgreSQL restart would disturb the others.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::{
     collections::HashMap,
@@ -18,7 +18,7 @@ use outbox_worker::{
 };
 use serde_json::{Value, json};
 
-use common::{BodyLimitProxy, Engine, FaultProxy, TestSchema, WorkerProcess};
+use harness::{BodyLimitProxy, Engine, FaultProxy, TestSchema, WorkerProcess};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -103,7 +103,7 @@ fn claims_bound(outage: Duration, concurrency: u32) -> i64 {
 async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
     let _one = lock().await;
     let s = TestSchema::new("v1", NotifyMode::Adaptive).await;
-    let index = common::unique("v1");
+    let index = harness::unique("v1");
     let proxy = FaultProxy::start();
     let (events, outage, flaps) = if full() {
         (3000i64, Duration::from_secs(25), 6)
@@ -205,7 +205,7 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
 async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
     let _one = lock().await;
     let s = TestSchema::new("v2", NotifyMode::Adaptive).await;
-    let index = common::unique("v2");
+    let index = harness::unique("v2");
     let engine = Engine::new();
     engine
         .put_index(
@@ -258,7 +258,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
     s.wait_drained(Duration::from_secs(60)).await;
 
     // stats groups them by reason.
-    let out = common::worker_command()
+    let out = harness::worker_command()
         .args(["stats", "--json"])
         .envs(env.clone())
         .output()
@@ -295,7 +295,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
         200
     );
     let cli = |args: &[&str]| {
-        let out = common::worker_command()
+        let out = harness::worker_command()
             .args(args)
             .envs(env.clone())
             .env("USER", "lab-v2")
@@ -377,7 +377,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
 
     // (a) SIGKILL mid-batch: the engine holds A's bulk; A dies holding the lease.
     let s = TestSchema::new("v3kill", NotifyMode::Adaptive).await;
-    let index = common::unique("v3kill");
+    let index = harness::unique("v3kill");
     let proxy = FaultProxy::start();
     proxy
         .set(json!({"kind": "delay", "ms": 30000, "path_prefix": "/_bulk"}))
@@ -390,7 +390,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
     a.signal("KILL").unwrap();
     let killed = Instant::now();
     assert_eq!(a.wait().await, None, "killed by a signal");
-    let b = WorkerProcess::spawn(&worker_env(&s, &common::engine_url(), &lease), &[]);
+    let b = WorkerProcess::spawn(&worker_env(&s, &harness::engine_url(), &lease), &[]);
     s.wait_drained(Duration::from_secs(30)).await;
     let recovery = killed.elapsed();
     assert_eq!(s.total().await, 0);
@@ -406,7 +406,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
     // (b) SIGSTOP past the lease: B reclaims and indexes v1, then v2; A's bulk reaches the
     // engine late (409 against v2) and its acks, once resumed, are fenced.
     let s = TestSchema::new("v3stop", NotifyMode::Adaptive).await;
-    let index = common::unique("v3stop");
+    let index = harness::unique("v3stop");
     let proxy = FaultProxy::start();
     proxy
         .set(json!({"kind": "delay", "ms": 12000, "path_prefix": "/_bulk"}))
@@ -418,7 +418,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
     wait_processing(&s, docs).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // the request is in the proxy
     a.signal("STOP").unwrap();
-    let b = WorkerProcess::spawn(&worker_env(&s, &common::engine_url(), &lease), &[]);
+    let b = WorkerProcess::spawn(&worker_env(&s, &harness::engine_url(), &lease), &[]);
     s.wait_drained(Duration::from_secs(30)).await;
     insert_versions(&c, &index, 0..docs, 2).await.unwrap();
     s.wait_drained(Duration::from_secs(30)).await;
@@ -571,11 +571,11 @@ async fn assert_newest(index: &str, newest: &HashMap<i64, i64>) {
 async fn v4_rolling_restart_under_load_loses_nothing() {
     let _one = lock().await;
     let s = TestSchema::new("v4", NotifyMode::Adaptive).await;
-    let index = common::unique("v4");
+    let index = harness::unique("v4");
     let (rate, rounds) = if full() { (1000, 6) } else { (300, 3) };
     let env = worker_env(
         &s,
-        &common::engine_url(),
+        &harness::engine_url(),
         &[("OUTBOX_SHUTDOWN_GRACE_SECONDS", "10")],
     );
     let mut workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::spawn(&env, &[])).collect();
@@ -590,7 +590,7 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
         let url = s.url.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let c = common::connect(&url).await;
+            let c = harness::connect(&url).await;
             let mut max_age: f64 = 0.0;
             while !stop.is_cancelled() {
                 let age: Option<f64> = c
@@ -647,8 +647,8 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
 async fn postgres_faults_connection_kills_and_a_restart_are_survived() {
     let _one = lock().await;
     let s = TestSchema::new("pgf", NotifyMode::Adaptive).await;
-    let index = common::unique("pgf");
-    let env = worker_env(&s, &common::engine_url(), &[]);
+    let index = harness::unique("pgf");
+    let env = worker_env(&s, &harness::engine_url(), &[]);
     let workers: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::spawn(&env, &[])).collect();
     for w in &workers {
         w.wait_ready().await.unwrap();
@@ -658,7 +658,7 @@ async fn postgres_faults_connection_kills_and_a_restart_are_survived() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Kill every connection of our workers, twice.
-    let admin = common::connect(&common::pg_base_url()).await;
+    let admin = harness::connect(&harness::pg_base_url()).await;
     let mut killed = 0i64;
     for _ in 0..2 {
         for w in &workers {

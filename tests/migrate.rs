@@ -1,6 +1,6 @@
 //! `migrate`: idempotent, and safe when several processes run it at once.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use outbox_worker::config::NotifyMode;
 
@@ -43,9 +43,9 @@ async fn schema_fingerprint(client: &tokio_postgres::Client, schema: &str) -> Ve
 
 #[tokio::test]
 async fn migrate_twice_and_from_two_processes_at_once() {
-    let admin = common::connect(&common::pg_base_url()).await;
+    let admin = harness::connect(&harness::pg_base_url()).await;
     // Reference: a schema migrated once in-process.
-    let reference = common::TestSchema::new("mig_ref", NotifyMode::Adaptive).await;
+    let reference = harness::TestSchema::new("mig_ref", NotifyMode::Adaptive).await;
     let expected = schema_fingerprint(&admin, &reference.name).await;
     assert!(
         expected
@@ -55,14 +55,14 @@ async fn migrate_twice_and_from_two_processes_at_once() {
     assert!(expected.iter().any(|s| s == "trigger outbox_events_notify"));
 
     // A fresh empty schema, migrated by two processes concurrently, then once more.
-    let name = common::unique("t_mig_conc");
+    let name = harness::unique("t_mig_conc");
     admin
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .await
         .unwrap();
-    let url = common::schema_url(&common::pg_base_url(), &name);
+    let url = harness::schema_url(&harness::pg_base_url(), &name);
     let spawn = || {
-        common::worker_command()
+        harness::worker_command()
             .arg("migrate")
             .env("OUTBOX_DATABASE_URL", &url)
             .output()
@@ -97,7 +97,7 @@ async fn migrate_twice_and_from_two_processes_at_once() {
 
 #[tokio::test]
 async fn migrate_switches_the_trigger_mode() {
-    let s = common::TestSchema::new("mig_mode", NotifyMode::Adaptive).await;
+    let s = harness::TestSchema::new("mig_mode", NotifyMode::Adaptive).await;
     let mut c = s.client().await;
     assert_eq!(
         outbox_worker::migrate::installed_notify_mode(&c)

@@ -1,7 +1,7 @@
 //! The operator surface: stats, audited replay, the metrics endpoint, health and readiness,
 //! and secrets kept out of logs — against the real PostgreSQL and engine, through the binary.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::{
     process::Stdio,
@@ -14,13 +14,13 @@ use outbox_worker::{
 };
 use serde_json::{Value, json};
 
-use common::{Engine, TestSchema};
+use harness::{Engine, TestSchema};
 
 fn cli(s: &TestSchema, args: &[&str]) -> (i32, String, String) {
-    let out = common::worker_command()
+    let out = harness::worker_command()
         .args(args)
         .env("OUTBOX_DATABASE_URL", &s.url)
-        .env("OUTBOX_ELASTICSEARCH_URL", common::engine_url())
+        .env("OUTBOX_ELASTICSEARCH_URL", harness::engine_url())
         .env("USER", "ops-test")
         .output()
         .unwrap();
@@ -35,7 +35,7 @@ fn cli(s: &TestSchema, args: &[&str]) -> (i32, String, String) {
 /// worker against the real engine (a mapping conflict and invalid events).
 async fn schema_with_failures(engine: &Engine) -> (TestSchema, String, Vec<i64>) {
     let s = TestSchema::new("ops", NotifyMode::Adaptive).await;
-    let index = common::unique("ops");
+    let index = harness::unique("ops");
     engine
         .put_index(
             &index,
@@ -51,7 +51,7 @@ async fn schema_with_failures(engine: &Engine) -> (TestSchema, String, Vec<i64>)
             (i, "ok", "index", Some(json!({"n": 1})), None),
         ])
         .await;
-    let w = common::InProcessWorker::start(s.config(&[]));
+    let w = harness::InProcessWorker::start(s.config(&[]));
     s.wait_drained(Duration::from_secs(30)).await;
     w.stop().await;
     assert_eq!(s.count("failed").await, 3);
@@ -132,7 +132,7 @@ async fn stats_group_failures_and_replay_is_audited() {
 
     // Fix the cause (a new index whose mapping accepts the data is the usual fix; here the
     // simplest real fix: move the events to an index without the conflicting mapping).
-    let fixed = common::unique("ops_fixed");
+    let fixed = harness::unique("ops_fixed");
     s.client()
         .await
         .execute(
@@ -200,7 +200,7 @@ async fn stats_group_failures_and_replay_is_audited() {
     assert_eq!(first["event_ids"], json!([ids[0], ids[1]]));
 
     // The replayed events index once a worker runs; the rest stays failed.
-    let w = common::InProcessWorker::start(s.config(&[]));
+    let w = harness::InProcessWorker::start(s.config(&[]));
     s.wait_drained(Duration::from_secs(30)).await;
     w.stop().await;
     assert_eq!(engine.count(&fixed).await, 2);
@@ -240,13 +240,13 @@ async fn get(url: &str) -> (u16, String) {
 async fn metrics_health_and_no_secrets_in_logs() {
     let engine = Engine::new();
     let (s, _index, _) = schema_with_failures(&engine).await;
-    let port = common::free_port();
+    let port = harness::free_port();
     let addr = format!("127.0.0.1:{port}");
     // Credentials in the URL and for the engine: the engine ignores basic auth when security is off.
-    let mut child = common::worker_command()
+    let mut child = harness::worker_command()
         .arg("run")
         .env("OUTBOX_DATABASE_URL", &s.url)
-        .env("OUTBOX_ELASTICSEARCH_URL", common::engine_url())
+        .env("OUTBOX_ELASTICSEARCH_URL", harness::engine_url())
         .env("OUTBOX_ELASTICSEARCH_USERNAME", "elastic")
         .env("OUTBOX_ELASTICSEARCH_PASSWORD", "es-pass-s3cret")
         .env("OUTBOX_METRICS_ADDR", &addr)
@@ -296,7 +296,7 @@ async fn metrics_health_and_no_secrets_in_logs() {
     }
     assert!(!metrics.contains("s3cret"));
     // Graceful stop: SIGTERM, exit 0.
-    common::signal(child.id(), "TERM").unwrap();
+    harness::signal(child.id(), "TERM").unwrap();
     let out = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();
         let mut logs = String::new();

@@ -1,6 +1,6 @@
 //! The pipeline end to end, against the real PostgreSQL and the real search engine.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use outbox_worker::{
 };
 use serde_json::json;
 
-use common::{Engine, InProcessWorker, TestSchema};
+use harness::{Engine, InProcessWorker, TestSchema};
 
 const DRAIN: Duration = Duration::from_secs(120);
 
@@ -22,7 +22,7 @@ const DRAIN: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_workers_converge_on_the_newest_version_of_every_document() {
     let s = TestSchema::new("many", NotifyMode::Adaptive).await;
-    let index = common::unique("many");
+    let index = harness::unique("many");
     let engine = Engine::new();
     let workers: Vec<InProcessWorker> = (0..3)
         .map(|_| InProcessWorker::start(s.config(&[("concurrency", "8"), ("bulk_size", "200")])))
@@ -35,7 +35,7 @@ async fn three_workers_converge_on_the_newest_version_of_every_document() {
         let s_url = s.url.clone();
         let index = index.clone();
         producers.push(tokio::spawn(async move {
-            let c = common::connect(&s_url).await;
+            let c = harness::connect(&s_url).await;
             for block in (p..100).step_by(4) {
                 let events: Vec<NewEvent> = (block * 100 + 1..=block * 100 + 100)
                     .map(|g| {
@@ -81,7 +81,7 @@ async fn three_workers_converge_on_the_newest_version_of_every_document() {
 #[tokio::test]
 async fn deletes_recreates_and_superseded_versions() {
     let s = TestSchema::new("del", NotifyMode::Adaptive).await;
-    let index = common::unique("del");
+    let index = harness::unique("del");
     let engine = Engine::new();
     let i = index.as_str();
     // Inserted before the worker starts, so they arrive in one claim.
@@ -133,7 +133,7 @@ async fn deletes_recreates_and_superseded_versions() {
 #[tokio::test]
 async fn deterministic_failures_fail_with_reason_while_neighbours_index() {
     let s = TestSchema::new("det", NotifyMode::Adaptive).await;
-    let index = common::unique("det");
+    let index = harness::unique("det");
     let engine = Engine::new();
     engine
         .put_index(
@@ -220,7 +220,7 @@ async fn deterministic_failures_fail_with_reason_while_neighbours_index() {
 #[tokio::test]
 async fn poll_only_delivers_every_event() {
     let s = TestSchema::new("poll", NotifyMode::Off).await;
-    let index = common::unique("poll");
+    let index = harness::unique("poll");
     let engine = Engine::new();
     let w =
         InProcessWorker::start(s.config(&[("notify_mode", "off"), ("poll_interval_seconds", "1")]));
@@ -252,12 +252,12 @@ async fn poll_only_delivers_every_event() {
 #[tokio::test]
 async fn listen_connection_killed_reconnects_and_catches_up() {
     let s = TestSchema::new("listen", NotifyMode::Adaptive).await;
-    let index = common::unique("listen");
+    let index = harness::unique("listen");
     let engine = Engine::new();
     let cfg = s.config(&[("poll_interval_seconds", "60")]);
     let worker_id = cfg.worker_id.clone();
     let w = InProcessWorker::start(cfg);
-    let admin = common::connect(&common::pg_base_url()).await;
+    let admin = harness::connect(&harness::pg_base_url()).await;
     let app = format!("outbox-worker listen {worker_id}");
     let listen_pid = || async {
         admin
@@ -660,7 +660,7 @@ async fn wait_for_mark(s: &TestSchema) {
 #[tokio::test]
 async fn adaptive_race_commit_just_after_idle_is_found_by_follow_ups() {
     let s = TestSchema::new("race_follow", NotifyMode::Adaptive).await;
-    let index = common::unique("race_follow");
+    let index = harness::unique("race_follow");
     let mut producer = s.client().await;
     let tx = producer.transaction().await.unwrap();
     contract::insert(&tx, &[NewEvent::index(&index, "x", json!({}))])
@@ -682,7 +682,7 @@ async fn adaptive_race_commit_just_after_idle_is_found_by_follow_ups() {
 #[tokio::test]
 async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
     let s = TestSchema::new("race_poll", NotifyMode::Adaptive).await;
-    let index = common::unique("race_poll");
+    let index = harness::unique("race_poll");
     let mut producer = s.client().await;
     let tx = producer.transaction().await.unwrap();
     contract::insert(&tx, &[NewEvent::index(&index, "y", json!({}))])
@@ -698,7 +698,7 @@ async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
     // The LISTEN connection's first connect wakes the worker for a catch-up, which ends in
     // another idle transition with its own follow-ups: wait for it, then past its last
     // follow-up (1 s).
-    let admin = common::connect(&common::pg_base_url()).await;
+    let admin = harness::connect(&harness::pg_base_url()).await;
     let start = Instant::now();
     while admin
         .query_opt(
@@ -741,8 +741,8 @@ async fn adaptive_race_commit_after_follow_ups_is_found_by_the_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_defers_and_never_fails_events() {
     let s = TestSchema::new("defer", NotifyMode::Adaptive).await;
-    let index = common::unique("defer");
-    let proxy = common::FaultProxy::start();
+    let index = harness::unique("defer");
+    let proxy = harness::FaultProxy::start();
     proxy.set(json!({"kind": "refuse"})).await;
     let w = InProcessWorker::start(s.config(&[
         ("elasticsearch_url", &proxy.url),

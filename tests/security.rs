@@ -2,7 +2,7 @@
 //! certificate), TLS to the engine through a real TLS-terminating proxy (nginx) with a CA
 //! generated here, basic and API-key auth checked by that proxy, and least-privilege roles.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::{
     path::{Path, PathBuf},
@@ -17,13 +17,13 @@ use outbox_worker::{
 };
 use serde_json::json;
 
-use common::{Engine, InProcessWorker, TestSchema};
+use harness::{Engine, InProcessWorker, TestSchema};
 
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
 fn url_with(base: &str, extra: &str) -> String {
     // The base may say sslmode=disable; the mode under test comes last and wins.
-    common::with_param(base, extra)
+    harness::with_param(base, extra)
 }
 
 /// Connect with a given URL (and CA file); Ok(encrypted?) or the one-line error.
@@ -81,7 +81,7 @@ async fn postgres_tls_modes() {
         ("database_ca_file", SNAKEOIL),
         ("notify_mode", "off"),
     ]);
-    let index = common::unique("pgtls");
+    let index = harness::unique("pgtls");
     let w = InProcessWorker::start(cfg);
     s.insert(&[(index.as_str(), "d", "index", Some(json!({"n": 1})), None)])
         .await;
@@ -91,7 +91,7 @@ async fn postgres_tls_modes() {
 }
 
 fn temp_dir(prefix: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(common::unique(prefix));
+    let d = std::env::temp_dir().join(harness::unique(prefix));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -172,7 +172,7 @@ impl Pki {
 /// nginx terminating TLS in front of the real engine: one port demands basic auth, the
 /// other an API key; both pass what they accept on to the engine.
 struct TlsProxy {
-    nginx: common::Nginx,
+    nginx: harness::Nginx,
     basic_port: u16,
     key_port: u16,
 }
@@ -193,8 +193,8 @@ impl TlsProxy {
             format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout)),
         )
         .unwrap();
-        let (basic_port, key_port) = (common::free_port(), common::free_port());
-        let upstream = common::engine_url();
+        let (basic_port, key_port) = (harness::free_port(), harness::free_port());
+        let upstream = harness::engine_url();
         let tls = format!(
             "ssl_certificate {}; ssl_certificate_key {};",
             pki.cert.display(),
@@ -211,7 +211,7 @@ impl TlsProxy {
     location / {{ if ($http_authorization != \"ApiKey {API_KEY}\") {{ return 401; }} proxy_pass {upstream}; }} }}"
             ),
         ];
-        let nginx = common::Nginx::start(
+        let nginx = harness::Nginx::start(
             "access_log {dir}/access.log; client_max_body_size 100m;",
             &servers,
             key_port,
@@ -277,7 +277,7 @@ async fn engine_tls_and_auth_through_a_proxy() {
 
     // Basic auth over TLS, the CA given: delivered.
     let s = TestSchema::new("tls_basic", NotifyMode::Adaptive).await;
-    let index = common::unique("tls_basic");
+    let index = harness::unique("tls_basic");
     let got = deliver(
         &s,
         &[
@@ -294,7 +294,7 @@ async fn engine_tls_and_auth_through_a_proxy() {
 
     // API key over TLS: delivered.
     let s = TestSchema::new("tls_key", NotifyMode::Adaptive).await;
-    let index = common::unique("tls_key");
+    let index = harness::unique("tls_key");
     let got = deliver(
         &s,
         &[
@@ -311,7 +311,7 @@ async fn engine_tls_and_auth_through_a_proxy() {
     // A wrong password: the proxy answers 401; events are retried (never failed: it is
     // the operator's problem, not the events'), with the reason recorded.
     let s = TestSchema::new("tls_badpw", NotifyMode::Adaptive).await;
-    let index = common::unique("tls_badpw");
+    let index = harness::unique("tls_badpw");
     let (pending, failed) = deliver(
         &s,
         &[
@@ -341,14 +341,14 @@ async fn engine_tls_and_auth_through_a_proxy() {
             ("elasticsearch_ca_file", ca),
             ("elasticsearch_api_key", "d3Jvbmc="),
         ],
-        &common::unique("tls_badkey"),
+        &harness::unique("tls_badkey"),
     )
     .await;
     assert_eq!((pending, failed), (2, 0));
 
     // Without our CA the certificate is not trusted: nothing is sent, everything retried.
     let s = TestSchema::new("tls_noca", NotifyMode::Adaptive).await;
-    let index = common::unique("tls_noca");
+    let index = harness::unique("tls_noca");
     let before = nginx.access_log().lines().count();
     let (pending, failed) = deliver(
         &s,
@@ -399,10 +399,10 @@ async fn engine_tls_and_auth_through_a_proxy() {
 #[tokio::test]
 async fn least_privilege_roles_are_enough() {
     let s = TestSchema::new("roles", NotifyMode::Adaptive).await;
-    let admin = common::connect(&common::pg_base_url()).await;
-    let worker = common::unique("r_worker");
-    let operator = common::unique("r_operator");
-    let producer = common::unique("r_producer");
+    let admin = harness::connect(&harness::pg_base_url()).await;
+    let worker = harness::unique("r_worker");
+    let operator = harness::unique("r_operator");
+    let producer = harness::unique("r_producer");
     for r in [&worker, &operator, &producer] {
         admin
             .batch_execute(&format!("CREATE ROLE {r} LOGIN PASSWORD 'pw'"))
@@ -416,7 +416,7 @@ async fn least_privilege_roles_are_enough() {
         .replace(":\"producer\"", &producer);
     s.client().await.batch_execute(&grants).await.unwrap();
     let as_role = |role: &str| {
-        let base = common::pg_base_url();
+        let base = harness::pg_base_url();
         let url = url::Url::parse(&base).unwrap();
         format!(
             "postgres://{role}:pw@{}:{}{}?options=-c%20search_path%3D{}",
@@ -426,11 +426,11 @@ async fn least_privilege_roles_are_enough() {
             s.name
         )
     };
-    let index = common::unique("roles");
+    let index = harness::unique("roles");
     let cfg = s.config(&[("database_url", &as_role(&worker))]);
     let w = InProcessWorker::start(cfg);
     // The producer role inserts while the worker waits (the trigger runs as its owner).
-    let prod = common::connect(&as_role(&producer)).await;
+    let prod = harness::connect(&as_role(&producer)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in 0..5 {
         contract::insert(
@@ -446,7 +446,7 @@ async fn least_privilege_roles_are_enough() {
     w.stop().await;
     assert_eq!(Engine::new().count(&index).await, 5);
     // The worker role can do no more than it needs.
-    let wc = common::connect(&as_role(&worker)).await;
+    let wc = harness::connect(&as_role(&worker)).await;
     let denied = contract::insert(&wc, &[NewEvent::delete("x", "y")]).await;
     assert!(denied.unwrap_err().to_string().contains("db error"));
     assert!(wc.batch_execute("TRUNCATE outbox_events").await.is_err());
@@ -462,7 +462,7 @@ async fn least_privilege_roles_are_enough() {
         "producers cannot read the outbox"
     );
     // The operator role replays (and audits).
-    let out = common::worker_command()
+    let out = harness::worker_command()
         .args([
             "replay",
             "--error-reason",

@@ -2,7 +2,7 @@
 //! bulks finish, claimed but unsent events are released with the attempt refunded, exit 0;
 //! nothing is lost and nothing is left `processing`.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::{
     io::Read,
@@ -16,15 +16,15 @@ use outbox_worker::{
 };
 use serde_json::json;
 
-use common::{Engine, TestSchema};
+use harness::{Engine, TestSchema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
     let s = TestSchema::new("term", NotifyMode::Adaptive).await;
-    let index = common::unique("term");
+    let index = harness::unique("term");
     // Small byte cap: one claim of 500 becomes many chunks, one in flight at a time, so at
     // SIGTERM most of a claim is still unsent and must be released.
-    let mut child = common::worker_command()
+    let mut child = harness::worker_command()
         .arg("run")
         .envs(s.env())
         .env("OUTBOX_BULK_SIZE", "500")
@@ -39,7 +39,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
         let url = s.url.clone();
         let index = index.clone();
         tokio::spawn(async move {
-            let c = common::connect(&url).await;
+            let c = harness::connect(&url).await;
             for round in 0..60i64 {
                 let events: Vec<NewEvent> = (1..=100i64)
                     .map(|g| {
@@ -73,7 +73,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    common::signal(child.id(), "TERM").unwrap();
+    harness::signal(child.id(), "TERM").unwrap();
     let started = Instant::now();
     let (status, logs) = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();
@@ -110,7 +110,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
     producer.await.unwrap();
 
     // A second worker drains the rest; every document ends at its newest version.
-    let w = common::InProcessWorker::start(s.config(&[]));
+    let w = harness::InProcessWorker::start(s.config(&[]));
     s.wait_drained(Duration::from_secs(60)).await;
     w.stop().await;
     assert_eq!(s.total().await, 0);
@@ -133,14 +133,14 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_over_releases_in_flight_events() {
     let s = TestSchema::new("grace", NotifyMode::Adaptive).await;
-    let proxy = common::FaultProxy::start();
+    let proxy = harness::FaultProxy::start();
     proxy
         .set(json!({"kind": "delay", "ms": 60000, "path_prefix": "/_bulk"}))
         .await;
     let mut env = s.env();
     env.retain(|(k, _)| k != "OUTBOX_ELASTICSEARCH_URL");
     env.push(("OUTBOX_ELASTICSEARCH_URL".into(), proxy.url.clone()));
-    let w = common::WorkerProcess::spawn(&env, &[("OUTBOX_SHUTDOWN_GRACE_SECONDS", "2")]);
+    let w = harness::WorkerProcess::spawn(&env, &[("OUTBOX_SHUTDOWN_GRACE_SECONDS", "2")]);
     s.insert(&[
         ("grace", "a", "index", Some(json!({})), None),
         ("grace", "b", "index", Some(json!({})), None),
@@ -184,8 +184,8 @@ async fn grace_period_over_releases_in_flight_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
     let s = TestSchema::new("twice", NotifyMode::Adaptive).await;
-    let index = common::unique("twice");
-    let proxy = common::FaultProxy::start();
+    let index = harness::unique("twice");
+    let proxy = harness::FaultProxy::start();
     proxy
         .set(json!({"kind": "delay", "ms": 60000, "path_prefix": "/_bulk"}))
         .await;
@@ -202,7 +202,7 @@ async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
     ];
     let mut via_proxy = env.clone();
     via_proxy.push(("OUTBOX_ELASTICSEARCH_URL".into(), proxy.url.clone()));
-    let w = common::WorkerProcess::spawn(&via_proxy, &lease);
+    let w = harness::WorkerProcess::spawn(&via_proxy, &lease);
     s.insert(&[(index.as_str(), "a", "index", Some(json!({"n": 1})), None)])
         .await;
     let start = Instant::now();
@@ -218,8 +218,8 @@ async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
     assert!(signalled.elapsed() < Duration::from_secs(2));
     assert_eq!(s.count("processing").await, 1, "left under its lease");
     let mut direct = env.clone();
-    direct.push(("OUTBOX_ELASTICSEARCH_URL".into(), common::engine_url()));
-    let rescuer = common::WorkerProcess::spawn(&direct, &lease);
+    direct.push(("OUTBOX_ELASTICSEARCH_URL".into(), harness::engine_url()));
+    let rescuer = harness::WorkerProcess::spawn(&direct, &lease);
     s.wait_drained(Duration::from_secs(30)).await;
     assert_eq!(s.total().await, 0);
     assert!(Engine::new().get(&index, "a").await.is_some());

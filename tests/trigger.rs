@@ -1,7 +1,7 @@
 //! The insert trigger: adaptive (NOTIFY only while a worker waits), always, off. Counts the
 //! notifications a LISTENing connection really receives from real transactions.
 
-use outbox_harness as common;
+use outbox_harness as harness;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use common::TestSchema;
+use harness::TestSchema;
 
 /// A LISTEN connection forwarding notifications whose payload is this schema.
 struct Listener {
