@@ -5,7 +5,7 @@ use outbox_harness as harness;
 
 use std::time::Duration;
 
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{config::NotifyMode, contract::NewEvent};
 use serde_json::{Value, json};
 
 use harness::{Engine, InProcessWorker, TestSchema};
@@ -167,9 +167,10 @@ async fn c13_metrics_port_already_in_use() {
 
 // ---------- events: indexed, acked, or failed with a reason; never lost ----------
 
-/// What became of one event: None = acked (gone from the outbox), else (status, reason).
+/// What became of one row, written raw (most of these break the producer's contract): None =
+/// acked (gone from the outbox), else (status, reason).
 async fn outcome_of(
-    row: harness::EventRow<'_>,
+    row: harness::RawRow<'_>,
     mapping: Option<Value>,
 ) -> (Option<(String, Option<String>)>, String) {
     let s = TestSchema::new("bad", NotifyMode::Adaptive).await;
@@ -180,7 +181,7 @@ async fn outcome_of(
     }
     let (ix, doc, op, payload, version) = row;
     let ix = if ix.is_empty() { index.as_str() } else { ix };
-    let ids = s.insert(&[(ix, doc, op, payload, version)]).await;
+    let ids = s.insert_raw(&[(ix, doc, op, payload, version)]).await;
     let w = InProcessWorker::start(s.config(&[]));
     s.wait_drained(Duration::from_secs(60)).await;
     w.stop().await;
@@ -365,16 +366,10 @@ async fn e14_backwards_doc_version_is_acked_and_changes_nothing() {
     let s = TestSchema::new("bad_back", NotifyMode::Adaptive).await;
     let index = harness::unique("bad_back");
     let w = InProcessWorker::start(s.config(&[]));
-    s.insert(&[(
-        index.as_str(),
-        "d",
-        "index",
-        Some(json!({"v": 10})),
-        Some(10),
-    )])
-    .await;
+    s.insert(&[NewEvent::index(index.as_str(), "d", json!({"v": 10})).version(10)])
+        .await;
     s.wait_drained(Duration::from_secs(20)).await;
-    s.insert(&[(index.as_str(), "d", "index", Some(json!({"v": 3})), Some(3))])
+    s.insert(&[NewEvent::index(index.as_str(), "d", json!({"v": 3})).version(3)])
         .await;
     s.wait_drained(Duration::from_secs(20)).await;
     w.stop().await;
@@ -401,7 +396,7 @@ async fn e15_index_name_the_engine_refuses() {
 #[tokio::test]
 async fn e16_empty_index_name() {
     let s = TestSchema::new("bad_noindex", NotifyMode::Adaptive).await;
-    let ids = s.insert(&[("", "d", "index", Some(json!({})), None)]).await;
+    let ids = s.insert(&[NewEvent::index("", "d", json!({}))]).await;
     let w = InProcessWorker::start(s.config(&[]));
     s.wait_drained(Duration::from_secs(20)).await;
     w.stop().await;

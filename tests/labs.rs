@@ -452,7 +452,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
         .set(json!({"kind": "delay", "ms": 60000, "path_prefix": "/_bulk"}))
         .await;
     let ids = s
-        .insert(&[("v3poison", "p", "index", Some(json!({"n": 1})), None)])
+        .insert(&[NewEvent::index("v3poison", "p", json!({"n": 1}))])
         .await;
     // Each worker claims it (attempt k; after the first, once the reclaimer of that same
     // worker returned it from the previous one's expired lease) and dies at once.

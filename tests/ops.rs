@@ -45,10 +45,10 @@ async fn schema_with_failures(engine: &Engine) -> (TestSchema, String, Vec<i64>)
     let i = index.as_str();
     let ids = s
         .insert(&[
-            (i, "c1", "index", Some(json!({"n": "x"})), None),
-            (i, "c2", "index", Some(json!({"n": "y"})), None),
-            (i, "inv", "index", Some(json!("a string")), None),
-            (i, "ok", "index", Some(json!({"n": 1})), None),
+            NewEvent::index(i, "c1", json!({"n": "x"})),
+            NewEvent::index(i, "c2", json!({"n": "y"})),
+            NewEvent::index(i, "inv", json!("a string")),
+            NewEvent::index(i, "ok", json!({"n": 1})),
         ])
         .await;
     let w = harness::InProcessWorker::start(s.config(&[]));
@@ -208,9 +208,7 @@ async fn stats_group_failures_and_replay_is_audited() {
     let _ = index;
 
     // Replaying by id never touches a non-failed event.
-    let pending = s
-        .insert(&[("i", "p", "index", Some(json!({})), None)])
-        .await;
+    let pending = s.insert(&[NewEvent::index("i", "p", json!({}))]).await;
     let (code, out, _) = cli(
         &s,
         &[
@@ -271,7 +269,7 @@ async fn metrics_health_and_no_secrets_in_logs() {
     assert_eq!(ready.trim(), "ready");
     assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
     // Work through it so counters and histograms exist; wait for one gauge sample.
-    s.insert(&[("ops_metrics", "m1", "index", Some(json!({"n": 1})), None)])
+    s.insert(&[NewEvent::index("ops_metrics", "m1", json!({"n": 1}))])
         .await;
     s.wait_drained(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(5500)).await;

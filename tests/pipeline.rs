@@ -86,11 +86,11 @@ async fn deletes_recreates_and_superseded_versions() {
     let i = index.as_str();
     // Inserted before the worker starts, so they arrive in one claim.
     s.insert(&[
-        (i, "a", "index", Some(json!({"name": "a1"})), Some(1)),
-        (i, "a", "index", Some(json!({"name": "a2"})), Some(2)),
-        (i, "a", "index", Some(json!({"name": "a3"})), Some(3)),
-        (i, "b", "index", Some(json!({"name": "b1"})), Some(1)),
-        (i, "ghost", "delete", None, Some(1)),
+        NewEvent::index(i, "a", json!({"name": "a1"})).version(1),
+        NewEvent::index(i, "a", json!({"name": "a2"})).version(2),
+        NewEvent::index(i, "a", json!({"name": "a3"})).version(3),
+        NewEvent::index(i, "b", json!({"name": "b1"})).version(1),
+        NewEvent::delete(i, "ghost").version(1),
     ])
     .await;
     let w = InProcessWorker::start(s.config(&[]));
@@ -104,10 +104,10 @@ async fn deletes_recreates_and_superseded_versions() {
     );
 
     // Delete b, then re-create it with a newer version.
-    s.insert(&[(i, "b", "delete", None, Some(2))]).await;
+    s.insert(&[NewEvent::delete(i, "b").version(2)]).await;
     s.wait_drained(DRAIN).await;
     assert_eq!(engine.get(i, "b").await, None, "b deleted");
-    s.insert(&[(i, "b", "index", Some(json!({"name": "b3"})), Some(3))])
+    s.insert(&[NewEvent::index(i, "b", json!({"name": "b3"})).version(3)])
         .await;
     s.wait_drained(DRAIN).await;
     assert_eq!(
@@ -117,7 +117,7 @@ async fn deletes_recreates_and_superseded_versions() {
     );
 
     // A stale event (older version than indexed) is acked without overwriting.
-    s.insert(&[(i, "a", "index", Some(json!({"name": "stale"})), Some(2))])
+    s.insert(&[NewEvent::index(i, "a", json!({"name": "stale"})).version(2)])
         .await;
     s.wait_drained(DRAIN).await;
     assert_eq!(
@@ -142,24 +142,27 @@ async fn deterministic_failures_fail_with_reason_while_neighbours_index() {
         )
         .await;
     let i = index.as_str();
-    let ids = s
+    let mut ids = s
         .insert(&[
-            (i, "ok1", "index", Some(json!({"n": 1})), None),
-            (
-                i,
-                "conflict",
-                "index",
-                Some(json!({"n": "not a number"})),
-                None,
-            ),
-            (i, "ok2", "index", Some(json!({"n": 2})), None),
-            (i, "array", "index", Some(json!([1, 2])), None),
-            (i, "op", "upsert", Some(json!({"n": 3})), None),
-            ("Bad_Index_Name", "x", "index", Some(json!({"n": 4})), None),
-            (i, &"x".repeat(513), "index", Some(json!({"n": 5})), None),
-            (i, "ok3", "index", Some(json!({"n": 3})), None),
+            NewEvent::index(i, "ok1", json!({"n": 1})),
+            NewEvent::index(i, "conflict", json!({"n": "not a number"})),
+            NewEvent::index(i, "ok2", json!({"n": 2})),
+            NewEvent::index(i, "array", json!([1, 2])),
         ])
         .await;
+    // An op the contract cannot spell, so written raw.
+    ids.extend(
+        s.insert_raw(&[(i, "op", "upsert", Some(json!({"n": 3})), None)])
+            .await,
+    );
+    ids.extend(
+        s.insert(&[
+            NewEvent::index("Bad_Index_Name", "x", json!({"n": 4})),
+            NewEvent::index(i, "x".repeat(513), json!({"n": 5})),
+            NewEvent::index(i, "ok3", json!({"n": 3})),
+        ])
+        .await,
+    );
     let w = InProcessWorker::start(s.config(&[("bulk_size", "100")]));
     s.wait_drained(DRAIN).await;
     w.stop().await;
@@ -230,12 +233,10 @@ async fn poll_only_delivers_every_event() {
             .map(|n| (format!("r{round}-{n}"), json!({"n": n})))
             .collect();
         for (doc, payload) in &rows {
-            s.insert(&[(
+            s.insert(&[NewEvent::index(
                 index.as_str(),
                 doc.as_str(),
-                "index",
-                Some(payload.clone()),
-                None,
+                payload.clone(),
             )])
             .await;
         }
@@ -281,14 +282,8 @@ async fn listen_connection_killed_reconnects_and_catches_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // One event through the notification path first.
-    s.insert(&[(
-        index.as_str(),
-        "before",
-        "index",
-        Some(json!({"n": 0})),
-        None,
-    )])
-    .await;
+    s.insert(&[NewEvent::index(index.as_str(), "before", json!({"n": 0}))])
+        .await;
     s.wait_drained(Duration::from_secs(10)).await;
     // Let the idle follow-up checks run out, so only the reconnect can find what follows.
     tokio::time::sleep(
@@ -307,12 +302,10 @@ async fn listen_connection_killed_reconnects_and_catches_up() {
         .unwrap();
     // Committed while no one listens: these notifications are lost for good.
     for n in 0..10 {
-        s.insert(&[(
+        s.insert(&[NewEvent::index(
             index.as_str(),
-            &format!("during-{n}"),
-            "index",
-            Some(json!({"n": n})),
-            None,
+            format!("during-{n}"),
+            json!({"n": n}),
         )])
         .await;
     }
@@ -321,14 +314,8 @@ async fn listen_connection_killed_reconnects_and_catches_up() {
     assert_ne!(first, second, "a new LISTEN connection");
     // And notifications work again on the new connection.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.insert(&[(
-        index.as_str(),
-        "after",
-        "index",
-        Some(json!({"n": 11})),
-        None,
-    )])
-    .await;
+    s.insert(&[NewEvent::index(index.as_str(), "after", json!({"n": 11}))])
+        .await;
     s.wait_drained(Duration::from_secs(10)).await;
     w.stop().await;
     assert_eq!(engine.count(&index).await, 12);
@@ -342,8 +329,8 @@ async fn late_ack_after_reclaim_changes_nothing() {
     let cfg = s.config(&[("max_attempts", "5")]);
     let pool = outbox_worker::db::pool(&cfg, 4).unwrap();
     s.insert(&[
-        ("i", "a", "index", Some(json!({})), None),
-        ("i", "b", "index", Some(json!({})), None),
+        NewEvent::index("i", "a", json!({})),
+        NewEvent::index("i", "b", json!({})),
     ])
     .await;
     let a = claim::claim(
@@ -459,9 +446,7 @@ async fn repeated_reclaims_end_in_lease_expired() {
     let s = TestSchema::new("poison", NotifyMode::Off).await;
     let cfg = s.config(&[("max_attempts", "3")]);
     let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
-    let ids = s
-        .insert(&[("i", "p", "index", Some(json!({})), None)])
-        .await;
+    let ids = s.insert(&[NewEvent::index("i", "p", json!({}))]).await;
     let c = s.client().await;
     for attempt in 1..=3 {
         c.execute("UPDATE outbox_events SET next_retry_at = now() WHERE status = 'pending' AND next_retry_at IS NOT NULL", &[])
@@ -563,6 +548,7 @@ async fn reclaimed_and_429d_events_with_one_history_back_off_alike() {
     ]);
     let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
     let c = s.client().await;
+    // Raw SQL: `deferrals` is the worker's column, which no producer sets.
     c.execute(
         "INSERT INTO outbox_events (index_name, doc_id, op, payload, deferrals)
          SELECT 'i', g::text, 'index', '{}', 10 FROM generate_series(1, 100) g",
@@ -752,8 +738,8 @@ async fn an_outage_defers_and_never_fails_events() {
     ]));
     let i = index.as_str();
     s.insert(&[
-        (i, "a", "index", Some(json!({"n": 1})), None),
-        (i, "b", "index", Some(json!({"n": 2})), None),
+        NewEvent::index(i, "a", json!({"n": 1})),
+        NewEvent::index(i, "b", json!({"n": 2})),
     ])
     .await;
     let c = s.client().await;

@@ -83,7 +83,7 @@ async fn postgres_tls_modes() {
     ]);
     let index = harness::unique("pgtls");
     let w = InProcessWorker::start(cfg);
-    s.insert(&[(index.as_str(), "d", "index", Some(json!({"n": 1})), None)])
+    s.insert(&[NewEvent::index(index.as_str(), "d", json!({"n": 1}))])
         .await;
     s.wait_drained(Duration::from_secs(20)).await;
     w.stop().await;
@@ -233,8 +233,8 @@ impl TlsProxy {
 async fn deliver(s: &TestSchema, extra: &[(&str, &str)], index: &str) -> (i64, i64) {
     let w = InProcessWorker::start(s.config(extra));
     s.insert(&[
-        (index, "d1", "index", Some(json!({"n": 1})), None),
-        (index, "d2", "index", Some(json!({"n": 2})), None),
+        NewEvent::index(index, "d1", json!({"n": 1})),
+        NewEvent::index(index, "d2", json!({"n": 2})),
     ])
     .await;
     let c = s.client().await;

@@ -142,8 +142,8 @@ async fn grace_period_over_releases_in_flight_events() {
     env.push(("OUTBOX_ELASTICSEARCH_URL".into(), proxy.url.clone()));
     let w = harness::WorkerProcess::spawn(&env, &[("OUTBOX_SHUTDOWN_GRACE_SECONDS", "2")]);
     s.insert(&[
-        ("grace", "a", "index", Some(json!({})), None),
-        ("grace", "b", "index", Some(json!({})), None),
+        NewEvent::index("grace", "a", json!({})),
+        NewEvent::index("grace", "b", json!({})),
     ])
     .await;
     let start = Instant::now();
@@ -203,7 +203,7 @@ async fn second_signal_exits_at_once_and_the_reclaimer_recovers() {
     let mut via_proxy = env.clone();
     via_proxy.push(("OUTBOX_ELASTICSEARCH_URL".into(), proxy.url.clone()));
     let w = harness::WorkerProcess::spawn(&via_proxy, &lease);
-    s.insert(&[(index.as_str(), "a", "index", Some(json!({"n": 1})), None)])
+    s.insert(&[NewEvent::index(index.as_str(), "a", json!({"n": 1}))])
         .await;
     let start = Instant::now();
     while s.count("processing").await < 1 {

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use futures::{StreamExt, stream};
 use outbox_harness::{Schema, clean_command};
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, DEFAULT_PROJECTION, NewEvent},
+};
 use tokio_postgres::Client;
 
 use crate::{
@@ -35,19 +38,36 @@ const ACK: &str = include_str!("../../../sql/ack.sql");
 /// so they measure the same database work.
 pub const WORKER_SESSION: &str = "-c plan_cache_mode=force_custom_plan -c synchronous_commit=off";
 
-/// The document of event `g`: a product of about 300 bytes, written by PostgreSQL so the raw
-/// loader gets the exact text the worker reads back from jsonb.
-const DOC: &str = "jsonb_build_object(
-    'id', g,
-    'name', (ARRAY['steel','oak','linen','carbon','amber','cobalt','granite','velvet','maple','nylon'])[1 + g % 10]
-            || ' ' || (ARRAY['kettle','lamp','chair','drill','jacket','bottle','router','sofa','cable','boots'])[1 + (g / 10) % 10],
-    'price_cents', (g * 7919) % 100000,
-    'stock', (g * 31) % 500,
-    'tags', jsonb_build_array('steel', 'linen', 'oak'),
-    'description', 'a sturdy product number ' || g || ' with a description long enough to look like a real catalogue entry',
-    'updated_at', '2026-01-01T12:00:00Z')";
+/// The document of event `g`: a product of about 300 bytes.
+fn document(g: i64) -> serde_json::Value {
+    const MATERIALS: [&str; 10] = [
+        "steel", "oak", "linen", "carbon", "amber", "cobalt", "granite", "velvet", "maple", "nylon",
+    ];
+    const THINGS: [&str; 10] = [
+        "kettle", "lamp", "chair", "drill", "jacket", "bottle", "router", "sofa", "cable", "boots",
+    ];
+    serde_json::json!({
+        "id": g,
+        "name": format!("{} {}", MATERIALS[(g % 10) as usize], THINGS[(g / 10 % 10) as usize]),
+        "price_cents": (g * 7919) % 100_000,
+        "stock": (g * 31) % 500,
+        "tags": ["steel", "linen", "oak"],
+        "description": format!(
+            "a sturdy product number {g} with a description long enough to look like a real catalogue entry"
+        ),
+        "updated_at": "2026-01-01T12:00:00Z",
+    })
+}
 
-pub const PROJECTION: &str = "search_index_to_elastic";
+/// Events per insert statement of a backlog: the client holds one batch at a time.
+const INSERT_BATCH: i64 = 10_000;
+
+/// Events `from..=to` of a backlog for `index`.
+fn backlog_events(index: &str, from: i64, to: i64) -> Vec<NewEvent> {
+    (from..=to)
+        .map(|g| NewEvent::index(index, g.to_string(), document(g)))
+        .collect()
+}
 
 /// One timed drain.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -75,30 +95,33 @@ impl Run {
     }
 }
 
-/// The documents of events 1..=n, as the worker will read them (`payload::text`).
+/// The documents of events 1..=n as the worker will read them (`payload::text`): passed
+/// through jsonb, so the raw loader gets the exact text PostgreSQL prints.
 pub async fn documents(ctx: &Ctx, n: usize) -> anyhow::Result<Vec<String>> {
-    let rows = ctx
-        .admin()
-        .await?
-        .query(
-            &format!("SELECT ({DOC})::text FROM generate_series(1, $1::bigint) AS g ORDER BY g"),
-            &[&(n as i64)],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let db = ctx.admin().await?;
+    let mut texts = Vec::with_capacity(n);
+    for from in (1..=n as i64).step_by(INSERT_BATCH as usize) {
+        let to = (from + INSERT_BATCH - 1).min(n as i64);
+        let docs: Vec<serde_json::Value> = (from..=to).map(document).collect();
+        let rows = db
+            .query(
+                "SELECT d::text FROM unnest($1::jsonb[]) WITH ORDINALITY AS t(d, k) ORDER BY k",
+                &[&docs],
+            )
+            .await?;
+        texts.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
+    Ok(texts)
 }
 
-/// Insert events 1..=n for `index` in one transaction and commit; returns the commit time.
+/// Insert events 1..=n for `index` in one transaction, through the producer's insert in
+/// batches, and commit; returns the commit time.
 pub async fn insert_backlog(db: &mut Client, index: &str, n: usize) -> anyhow::Result<Instant> {
     let tx = db.transaction().await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO outbox_events (index_name, doc_id, op, payload)
-             SELECT $1, g::text, 'index', {DOC} FROM generate_series(1, $2::bigint) AS g ORDER BY g"
-        ),
-        &[&index, &(n as i64)],
-    )
-    .await?;
+    for from in (1..=n as i64).step_by(INSERT_BATCH as usize) {
+        let to = (from + INSERT_BATCH - 1).min(n as i64);
+        contract::insert(&tx, &backlog_events(index, from, to)).await?;
+    }
     // Inside the transaction (ANALYZE counts its own inserts): fresh statistics for the
     // claim's plan in every run, instead of whenever autovacuum gets to it.
     tx.batch_execute("ANALYZE outbox_events").await?;
@@ -353,10 +376,16 @@ async fn sql_loop_in(
             let mut total = 0usize;
             loop {
                 let rows = match what {
-                    SqlLoop::ClaimDelete => c.query(first, &[&(batch as i64), &PROJECTION]).await?,
-                    SqlLoop::ClaimAck => {
-                        c.query(first, &[&PROJECTION, &(batch as i64), owner, &30.0f64])
+                    SqlLoop::ClaimDelete => {
+                        c.query(first, &[&(batch as i64), &DEFAULT_PROJECTION])
                             .await?
+                    }
+                    SqlLoop::ClaimAck => {
+                        c.query(
+                            first,
+                            &[&DEFAULT_PROJECTION, &(batch as i64), owner, &30.0f64],
+                        )
+                        .await?
                     }
                 };
                 if rows.is_empty() {

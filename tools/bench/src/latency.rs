@@ -2,7 +2,9 @@
 //!
 //! Measured exactly, per event, by the bench:
 //! - commit: the producer (this process) inserts each event in its own autocommit statement
-//!   and takes the wall clock when the commit has returned;
+//!   (the producer's contract insert, which prepares its statement on every call: one more
+//!   round trip in `insert_ms`, before the commit, none in the measured interval) and takes
+//!   the wall clock when the commit has returned;
 //! - ack: a statement-level AFTER DELETE trigger, installed by the bench in the run's schema,
 //!   writes `clock_timestamp()` for every row the worker's ack deletes into an unlogged table.
 //!   That time is taken when the ack statement has run, just before its own commit (a WAL
@@ -25,7 +27,11 @@ use outbox_harness::{
     Schema, percentile,
     prom::{self, histogram, histogram_delta, histogram_percentile},
 };
-use outbox_worker::{config::NotifyMode, metrics as m};
+use outbox_worker::{
+    config::NotifyMode,
+    contract::{self, NewEvent},
+    metrics as m,
+};
 use tokio_postgres::Client;
 
 use crate::{
@@ -151,14 +157,7 @@ pub async fn measure(
     let producers = producers_for(rate);
     let mut conns = Vec::with_capacity(producers);
     for _ in 0..producers {
-        let c = ctx.connect(&schema.url).await?;
-        let stmt = c
-            .prepare(
-                "INSERT INTO outbox_events (index_name, doc_id, op, payload)
-                 VALUES ($1, $2, 'index', $3::text::jsonb) RETURNING id",
-            )
-            .await?;
-        conns.push((c, stmt));
+        conns.push(ctx.connect(&schema.url).await?);
     }
     let metrics_before = worker.scrape().await?;
     let hist_before = histogram(&metrics_before, m::END_TO_END_SECONDS);
@@ -167,35 +166,34 @@ pub async fn measure(
     let total = (rate * seconds).round() as usize;
     let index = schema.name.as_str();
     // Each connection sends the events k = c, c + P, c + 2P, ... at start + k / rate.
-    let per_conn = futures::future::try_join_all(conns.iter().enumerate().map(
-        |(c, (client, stmt))| async move {
+    let per_conn =
+        futures::future::try_join_all(conns.iter().enumerate().map(|(c, client)| async move {
             let mut out: Vec<(i64, f64, f64, f64)> = Vec::new();
             let mut k = c;
             while k < total {
                 let offset = k as f64 / rate;
                 tokio::time::sleep_until((start + Duration::from_secs_f64(offset)).into()).await;
-                let doc = format!(
-                    r#"{{"id":{k},"name":"latency probe {k}","price_cents":{},"stock":{}}}"#,
-                    (k * 7919) % 100_000,
-                    k % 500
-                );
-                let sent = Instant::now();
+                let doc = serde_json::json!({
+                    "id": k,
+                    "name": format!("latency probe {k}"),
+                    "price_cents": (k * 7919) % 100_000,
+                    "stock": k % 500,
+                });
                 // `p<k>`: never the id of a backlog document drained later in the same index.
-                let row = client
-                    .query_one(stmt, &[&index, &format!("p{k}"), &doc])
-                    .await?;
+                let event = NewEvent::index(index, format!("p{k}"), doc);
+                let sent = Instant::now();
+                let ids = contract::insert_returning_ids(client, &[event]).await?;
                 let committed = epoch_now();
                 let insert_ms = sent.elapsed().as_secs_f64() * 1000.0;
-                out.push((row.get(0), committed, offset, insert_ms));
+                out.push((ids[0], committed, offset, insert_ms));
                 k += producers;
             }
             anyhow::Ok(out)
-        },
-    ))
-    .await?;
+        }))
+        .await?;
     let produced_at = Instant::now();
     let events: Vec<(i64, f64, f64, f64)> = per_conn.into_iter().flatten().collect();
-    let db = &conns[0].0;
+    let db = &conns[0];
     // Wait for every ack (or 30 s).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use outbox_worker::config::{Config, NotifyMode};
+use outbox_worker::contract::{self, NewEvent};
 use serde_json::Value;
 
 use crate::services::{connect, engine_url, pg_base_url, try_connect, unique};
@@ -57,8 +58,9 @@ pub async fn drop_schema(base_url: &str, name: &str) -> anyhow::Result<()> {
         .with_context(|| format!("DROP SCHEMA {name}"))
 }
 
-/// An event as a test inserts it: (index, doc_id, op, payload, doc_version).
-pub type EventRow<'a> = (&'a str, &'a str, &'a str, Option<Value>, Option<i64>);
+/// A row as [`TestSchema::insert_raw`] writes it, column by column: (index, doc_id, op,
+/// payload, doc_version), with `op` free text.
+pub type RawRow<'a> = (&'a str, &'a str, &'a str, Option<Value>, Option<i64>);
 
 /// One isolated outbox for a test: a schema of its own in the tests' database.
 pub struct TestSchema {
@@ -164,13 +166,23 @@ impl TestSchema {
         }
     }
 
-    /// Insert events: (index, doc_id, op, payload, doc_version).
-    pub async fn insert(&self, rows: &[EventRow<'_>]) -> Vec<i64> {
+    /// Insert `events` through the producer's contract (one statement); their ids, in order.
+    pub async fn insert(&self, events: &[NewEvent]) -> Vec<i64> {
+        contract::insert_returning_ids(&self.client().await, events)
+            .await
+            .unwrap()
+    }
+
+    /// Insert rows the contract forbids (an unknown op, an index without payload, ...), one
+    /// statement each, bypassing [`contract::insert`]: only for tests of the worker's answer
+    /// to such rows. Everything else goes through [`TestSchema::insert`].
+    pub async fn insert_raw(&self, rows: &[RawRow<'_>]) -> Vec<i64> {
         let c = self.client().await;
         let mut ids = Vec::new();
         for (index, doc, op, payload, version) in rows {
             let r = c
                 .query_one(
+                    // Raw: these rows break the contract on purpose.
                     "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
                      VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     &[index, doc, op, payload, version],

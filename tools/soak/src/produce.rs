@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use outbox_worker::contract::{self, NewEvent, Op};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::index::sample};
 use serde_json::{Value, json};
 
@@ -62,17 +63,16 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::jsonb[])
 ON CONFLICT (doc_id) DO UPDATE
 SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, payload = EXCLUDED.payload";
 
-/// The outbox insert and the ledger rows in one statement; versions are unique, so they
-/// pair each new event id with what it was meant to be.
-const INSERT_EVENTS: &str = "
-WITH ins AS (
-    INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
-    SELECT $1, d, o, p, v FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::bigint[]) AS t(d, o, p, v)
-    RETURNING id, doc_id, op, doc_version
-)
+/// An event whose op the contract cannot spell (the bad `upsert`), written raw on purpose:
+/// the worker must fail it as `invalid_event`.
+const INSERT_RAW_EVENT: &str = "
+INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
+VALUES ($1, $2, $3, $4, $5) RETURNING id";
+
+/// The ledger rows of the events just inserted, in the same transaction.
+const INSERT_LEDGER: &str = "
 INSERT INTO soak_events (event_id, doc_id, op, version, expect_fail)
-SELECT ins.id, ins.doc_id, ins.op, ins.doc_version, t.x
-FROM ins JOIN unnest($5::bigint[], $6::text[]) AS t(v, x) ON t.v = ins.doc_version";
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])";
 
 /// One event about to be written.
 struct Event {
@@ -81,6 +81,18 @@ struct Event {
     payload: Option<Value>,
     version: i64,
     expect_fail: Option<&'static str>,
+}
+
+impl Event {
+    /// The event as the producer's contract writes it; None for an op it cannot spell.
+    fn new_event(&self, index: &str) -> Option<NewEvent> {
+        let event = match (Op::parse(self.op)?, &self.payload) {
+            (Op::Index, Some(payload)) => NewEvent::index(index, &self.doc_id, payload.clone()),
+            (Op::Index, None) => return None,
+            (Op::Delete, _) => NewEvent::delete(index, &self.doc_id),
+        };
+        Some(event.version(self.version))
+    }
 }
 
 struct Producer {
@@ -258,11 +270,17 @@ impl Producer {
         let doc_payloads: Vec<Option<Value>> =
             docs.iter().map(|d| newest[d].payload.clone()).collect();
 
-        let ids: Vec<&str> = events.iter().map(|e| e.doc_id.as_str()).collect();
-        let ops: Vec<&str> = events.iter().map(|e| e.op).collect();
-        let payloads: Vec<Option<Value>> = events.iter().map(|e| e.payload.clone()).collect();
-        let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
-        let expect: Vec<Option<&str>> = events.iter().map(|e| e.expect_fail).collect();
+        // Events the contract can spell, and the rest (built to break it), written raw.
+        let (mut contract_events, mut new_events, mut raw_events) = (vec![], vec![], vec![]);
+        for e in events {
+            match e.new_event(&self.index) {
+                Some(new) => {
+                    contract_events.push(e);
+                    new_events.push(new);
+                }
+                None => raw_events.push(e),
+            }
+        }
 
         client.batch_execute("BEGIN").await?;
         let result = async {
@@ -274,10 +292,30 @@ impl Producer {
                     )
                     .await?;
             }
+            // The ids come back in the order of the events; pair each with its event.
+            let ids = contract::insert_returning_ids(&*client, &new_events).await?;
+            let mut written: Vec<(i64, &Event)> = ids
+                .into_iter()
+                .zip(contract_events.iter().copied())
+                .collect();
+            for e in &raw_events {
+                let row = client
+                    .query_one(
+                        INSERT_RAW_EVENT,
+                        &[&self.index, &e.doc_id, &e.op, &e.payload, &e.version],
+                    )
+                    .await?;
+                written.push((row.get(0), e));
+            }
+            let event_ids: Vec<i64> = written.iter().map(|(id, _)| *id).collect();
+            let doc_ids: Vec<&str> = written.iter().map(|(_, e)| e.doc_id.as_str()).collect();
+            let ops: Vec<&str> = written.iter().map(|(_, e)| e.op).collect();
+            let versions: Vec<i64> = written.iter().map(|(_, e)| e.version).collect();
+            let expect: Vec<Option<&str>> = written.iter().map(|(_, e)| e.expect_fail).collect();
             client
                 .execute(
-                    INSERT_EVENTS,
-                    &[&self.index, &ids, &ops, &payloads, &versions, &expect],
+                    INSERT_LEDGER,
+                    &[&event_ids, &doc_ids, &ops, &versions, &expect],
                 )
                 .await?;
             Ok::<_, tokio_postgres::Error>(())
