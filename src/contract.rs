@@ -9,7 +9,10 @@
 
 use std::{fmt, sync::LazyLock};
 
-use tokio_postgres::{GenericClient, types::ToSql};
+use tokio_postgres::{
+    GenericClient,
+    types::{ToSql, Type},
+};
 
 /// The outbox table producers insert into.
 pub const TABLE: &str = "outbox_events";
@@ -22,6 +25,9 @@ pub struct Column {
     pub name: &'static str,
     /// Its PostgreSQL type, as the migration declares it.
     pub sql_type: &'static str,
+    /// The type of the array it is bound as: the statement goes out typed, in one round
+    /// trip, with no prepare first.
+    array_type: Type,
     /// Its values over a batch of events, bound as one array of `sql_type`.
     values: for<'a> fn(&'a [NewEvent]) -> Box<dyn ToSql + Sync + Send + 'a>,
 }
@@ -32,31 +38,37 @@ pub const PRODUCER_COLUMNS: &[Column] = &[
     Column {
         name: "index_name",
         sql_type: "text",
+        array_type: Type::TEXT_ARRAY,
         values: |evs| each(evs, |e| e.index_name.as_str()),
     },
     Column {
         name: "doc_id",
         sql_type: "text",
+        array_type: Type::TEXT_ARRAY,
         values: |evs| each(evs, |e| e.doc_id.as_str()),
     },
     Column {
         name: "op",
         sql_type: "text",
+        array_type: Type::TEXT_ARRAY,
         values: |evs| each(evs, |e| e.op.as_str()),
     },
     Column {
         name: "payload",
         sql_type: "jsonb",
+        array_type: Type::JSONB_ARRAY,
         values: |evs| each(evs, |e| e.payload.as_ref()),
     },
     Column {
         name: "projection",
         sql_type: "text",
+        array_type: Type::TEXT_ARRAY,
         values: |evs| each(evs, |e| e.projection.as_str()),
     },
     Column {
         name: "doc_version",
         sql_type: "bigint",
+        array_type: Type::INT8_ARRAY,
         values: |evs| each(evs, |e| e.doc_version),
     },
 ];
@@ -197,7 +209,9 @@ pub async fn insert(
         return Ok(0);
     }
     let arrays = bind(events);
-    client.execute(INSERT_SQL.as_str(), &params(&arrays)).await
+    client
+        .execute_typed(INSERT_SQL.as_str(), &params(&arrays))
+        .await
 }
 
 /// [`insert`], returning the new events' ids in the order of `events`. RETURNING needs the
@@ -211,7 +225,7 @@ pub async fn insert_returning_ids(
     }
     let arrays = bind(events);
     let rows = client
-        .query(INSERT_RETURNING_IDS_SQL.as_str(), &params(&arrays))
+        .query_typed(INSERT_RETURNING_IDS_SQL.as_str(), &params(&arrays))
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -224,10 +238,13 @@ fn bind(events: &[NewEvent]) -> Vec<Box<dyn ToSql + Sync + Send + '_>> {
         .collect()
 }
 
-fn params<'a>(arrays: &'a [Box<dyn ToSql + Sync + Send + 'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+fn params<'a>(
+    arrays: &'a [Box<dyn ToSql + Sync + Send + 'a>],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     arrays
         .iter()
-        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .zip(PRODUCER_COLUMNS)
+        .map(|(a, c)| (a.as_ref() as &(dyn ToSql + Sync), c.array_type.clone()))
         .collect()
 }
 

@@ -2,8 +2,7 @@
 //!
 //! Measured exactly, per event, by the bench:
 //! - commit: the producer (this process) inserts each event in its own autocommit statement
-//!   (the producer's contract insert, which prepares its statement on every call: one more
-//!   round trip in `insert_ms`, before the commit, none in the measured interval) and takes
+//!   (the producer's contract insert: one typed statement, one round trip) and takes
 //!   the wall clock when the commit has returned;
 //! - ack: a statement-level AFTER DELETE trigger, installed by the bench in the run's schema,
 //!   writes `clock_timestamp()` for every row the worker's ack deletes into an unlogged table.
