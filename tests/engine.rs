@@ -57,12 +57,7 @@ async fn send(c: &BulkClient, events: &[(ClaimedEvent, Op)]) -> RequestOutcome {
 async fn bulk_items_are_classified_and_documents_read_back() {
     let engine = harness::Engine::new();
     let index = harness::unique("engine");
-    engine
-        .put_index(
-            &index,
-            json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
-        )
-        .await;
+    engine.put_index_with_long_n(&index).await;
     let c = client();
     let i = index.as_str();
     let first = send(

@@ -264,17 +264,7 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
         .output()
         .unwrap();
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let by_reason: HashMap<String, i64> = stats["failed_by_reason"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["error_reason"].as_str().unwrap().to_string(),
-                r["events"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let by_reason = harness::failed_by_reason(&stats);
     assert_eq!(
         by_reason.get("strict_dynamic_mapping_exception"),
         Some(&(5 * scale))

@@ -36,12 +36,7 @@ fn cli(s: &TestSchema, args: &[&str]) -> (i32, String, String) {
 async fn schema_with_failures(engine: &Engine) -> (TestSchema, String, Vec<i64>) {
     let s = TestSchema::new("ops", NotifyMode::Adaptive).await;
     let index = harness::unique("ops");
-    engine
-        .put_index(
-            &index,
-            json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
-        )
-        .await;
+    engine.put_index_with_long_n(&index).await;
     let i = index.as_str();
     let ids = s
         .insert(&[
@@ -70,24 +65,14 @@ async fn stats_group_failures_and_replay_is_audited() {
     assert!(text.contains("invalid_event"), "{text}");
     let (_, js, _) = cli(&s, &["stats", "--json"]);
     let v: Value = serde_json::from_str(&js).unwrap();
-    let reasons: Vec<(String, i64)> = v["failed_by_reason"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["error_reason"].as_str().unwrap().to_string(),
-                r["events"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let reasons = harness::failed_by_reason(&v);
     assert!(
         reasons.iter().any(|(r, n)| (r == "mapper_parsing_exception"
             || r == "document_parsing_exception")
             && *n == 2),
         "{reasons:?}"
     );
-    assert!(reasons.contains(&("invalid_event".to_string(), 1)));
+    assert_eq!(reasons.get("invalid_event"), Some(&1));
     assert_eq!(v["stuck_total"], 0);
 
     // A replay without a reason or without a filter is refused; nothing moves.
@@ -102,7 +87,7 @@ async fn stats_group_failures_and_replay_is_audited() {
     // Dry run: exactly what would move, and nothing changes.
     let conflict_reason = reasons
         .iter()
-        .find(|(r, _)| r != "invalid_event")
+        .find(|(r, _)| r.as_str() != "invalid_event")
         .unwrap()
         .0
         .clone();
@@ -241,7 +226,7 @@ async fn metrics_health_and_no_secrets_in_logs() {
     let port = harness::free_port();
     let addr = format!("127.0.0.1:{port}");
     // Credentials in the URL and for the engine: the engine ignores basic auth when security is off.
-    let mut child = harness::worker_command()
+    let child = harness::worker_command()
         .arg("run")
         .env("OUTBOX_DATABASE_URL", &s.url)
         .env("OUTBOX_ELASTICSEARCH_URL", harness::engine_url())
@@ -294,21 +279,7 @@ async fn metrics_health_and_no_secrets_in_logs() {
     }
     assert!(!metrics.contains("s3cret"));
     // Graceful stop: SIGTERM, exit 0.
-    harness::signal(child.id(), "TERM").unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut logs = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut logs)
-            .unwrap();
-        (status, logs)
-    })
-    .await
-    .unwrap();
+    let out = harness::terminate_and_collect(child).await;
     assert!(out.0.success(), "exit status {:?}", out.0);
     assert!(out.1.contains("worker stopped"), "{}", out.1);
     assert!(!out.1.contains("s3cret"), "a secret reached the logs");

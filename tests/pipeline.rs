@@ -135,12 +135,7 @@ async fn deterministic_failures_fail_with_reason_while_neighbours_index() {
     let s = TestSchema::new("det", NotifyMode::Adaptive).await;
     let index = harness::unique("det");
     let engine = Engine::new();
-    engine
-        .put_index(
-            &index,
-            json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
-        )
-        .await;
+    engine.put_index_with_long_n(&index).await;
     let i = index.as_str();
     let mut ids = s
         .insert(&[

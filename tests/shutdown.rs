@@ -5,7 +5,6 @@
 use outbox_harness as harness;
 
 use std::{
-    io::Read,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -24,7 +23,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
     let index = harness::unique("term");
     // Small byte cap: one claim of 500 becomes many chunks, one in flight at a time, so at
     // SIGTERM most of a claim is still unsent and must be released.
-    let mut child = harness::worker_command()
+    let child = harness::worker_command()
         .arg("run")
         .envs(s.env())
         .env("OUTBOX_BULK_SIZE", "500")
@@ -73,21 +72,8 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    harness::signal(child.id(), "TERM").unwrap();
     let started = Instant::now();
-    let (status, logs) = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut logs = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut logs)
-            .unwrap();
-        (status, logs)
-    })
-    .await
-    .unwrap();
+    let (status, logs) = harness::terminate_and_collect(child).await;
     assert!(status.success(), "exit {status:?}\n{logs}");
     assert!(
         started.elapsed() < Duration::from_secs(12),

@@ -37,6 +37,15 @@ impl Engine {
         }
     }
 
+    /// An index whose field `n` is a long: a document with a text `n` is a mapping error.
+    pub async fn put_index_with_long_n(&self, index: &str) {
+        self.put_index(
+            index,
+            serde_json::json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
+        )
+        .await
+    }
+
     pub async fn put_index(&self, index: &str, body: Value) {
         let r = self
             .http

@@ -27,5 +27,21 @@ pub use prom::percentile;
 pub use schema::{RawRow, Schema, TestSchema, drop_schema, schema_url, with_param};
 pub use services::{connect, engine_url, free_port, pg_base_url, try_connect, unique};
 pub use worker::{
-    InProcessWorker, WorkerProcess, clean_command, signal, worker_binary, worker_command,
+    InProcessWorker, WorkerProcess, clean_command, signal, terminate_and_collect, worker_binary,
+    worker_command,
 };
+
+/// `outbox-worker stats --json`'s failed pile: events by `error_reason`.
+pub fn failed_by_reason(stats: &serde_json::Value) -> std::collections::HashMap<String, i64> {
+    stats["failed_by_reason"]
+        .as_array()
+        .expect("stats --json has failed_by_reason")
+        .iter()
+        .map(|r| {
+            (
+                r["error_reason"].as_str().unwrap().to_string(),
+                r["events"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}

@@ -52,6 +52,25 @@ pub fn worker_command() -> std::process::Command {
     clean_command(&worker_binary())
 }
 
+/// SIGTERM `child` (spawned with its stderr piped), wait for its exit, and return the exit
+/// status with everything it wrote on stderr: a graceful stop, as the tests check it.
+pub async fn terminate_and_collect(
+    mut child: std::process::Child,
+) -> (std::process::ExitStatus, String) {
+    signal(child.id(), "TERM").unwrap();
+    tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut logs = String::new();
+        use std::io::Read;
+        if let Some(mut stderr) = child.stderr.take() {
+            stderr.read_to_string(&mut logs).unwrap();
+        }
+        (status, logs)
+    })
+    .await
+    .unwrap()
+}
+
 /// Send a signal by name (TERM, KILL, STOP, CONT, INT) with kill(1).
 pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     let status = std::process::Command::new("kill")
