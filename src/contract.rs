@@ -10,7 +10,7 @@
 use std::{fmt, sync::LazyLock};
 
 use tokio_postgres::{
-    GenericClient,
+    GenericClient, Statement,
     types::{ToSql, Type},
 };
 
@@ -228,6 +228,66 @@ pub async fn insert_returning_ids(
         .query_typed(INSERT_RETURNING_IDS_SQL.as_str(), &params(&arrays))
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The plain insert prepared once on a connection, for producers that insert often:
+/// [`insert_prepared`] then skips the parse and plan that [`insert`] pays on every call.
+pub async fn prepare_insert(
+    client: &impl GenericClient,
+) -> Result<Statement, tokio_postgres::Error> {
+    client
+        .prepare_typed(INSERT_SQL.as_str(), &array_types())
+        .await
+}
+
+/// [`insert`] through a statement of [`prepare_insert`] on the same connection.
+pub async fn insert_prepared(
+    client: &impl GenericClient,
+    statement: &Statement,
+    events: &[NewEvent],
+) -> Result<u64, tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let arrays = bind(events);
+    client.execute(statement, &values(&arrays)).await
+}
+
+/// [`prepare_insert`] for [`insert_returning_ids_prepared`].
+pub async fn prepare_insert_returning_ids(
+    client: &impl GenericClient,
+) -> Result<Statement, tokio_postgres::Error> {
+    client
+        .prepare_typed(INSERT_RETURNING_IDS_SQL.as_str(), &array_types())
+        .await
+}
+
+/// [`insert_returning_ids`] through a statement of [`prepare_insert_returning_ids`].
+pub async fn insert_returning_ids_prepared(
+    client: &impl GenericClient,
+    statement: &Statement,
+    events: &[NewEvent],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let arrays = bind(events);
+    let rows = client.query(statement, &values(&arrays)).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn array_types() -> Vec<Type> {
+    PRODUCER_COLUMNS
+        .iter()
+        .map(|c| c.array_type.clone())
+        .collect()
+}
+
+fn values<'a>(arrays: &'a [Box<dyn ToSql + Sync + Send + 'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    arrays
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 /// One array per producer column, in the order of [`PRODUCER_COLUMNS`].

@@ -767,3 +767,67 @@ async fn an_outage_defers_and_never_fails_events() {
     assert_eq!(s.total().await, 0);
     assert_eq!(Engine::new().count(i).await, 2);
 }
+
+/// The prepared forms of the contract's insert write what the plain ones write, ids in the
+/// order of the events, and may be reused on their connection.
+#[tokio::test]
+async fn prepared_contract_inserts_write_what_the_plain_ones_write() {
+    let s = TestSchema::new("prepared", NotifyMode::Off).await;
+    let c = s.client().await;
+    let with_ids = contract::prepare_insert_returning_ids(&c).await.unwrap();
+    let plain = contract::prepare_insert(&c).await.unwrap();
+    for round in 0..2 {
+        let events = [
+            NewEvent::index("i", format!("a{round}"), json!({"n": round})).version(7),
+            NewEvent::delete("i", format!("b{round}")).projection("other"),
+        ];
+        let ids = contract::insert_returning_ids_prepared(&c, &with_ids, &events)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0] < ids[1], "ids follow the events' order: {ids:?}");
+        let rows = c
+            .query(
+                "SELECT doc_id, op, payload, projection, doc_version FROM outbox_events
+                 WHERE id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        type Row = (
+            String,
+            String,
+            Option<serde_json::Value>,
+            String,
+            Option<i64>,
+        );
+        let got: Vec<Row> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    format!("a{round}"),
+                    "index".into(),
+                    Some(json!({"n": round})),
+                    contract::DEFAULT_PROJECTION.into(),
+                    Some(7)
+                ),
+                (
+                    format!("b{round}"),
+                    "delete".into(),
+                    None,
+                    "other".into(),
+                    None
+                ),
+            ]
+        );
+        let n = contract::insert_prepared(&c, &plain, &events)
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+    assert_eq!(s.count("pending").await, 8);
+}

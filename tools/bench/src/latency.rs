@@ -2,7 +2,7 @@
 //!
 //! Measured exactly, per event, by the bench:
 //! - commit: the producer (this process) inserts each event in its own autocommit statement
-//!   (the producer's contract insert: one typed statement, one round trip) and takes
+//!   (the producer's contract insert, prepared once per connection) and takes
 //!   the wall clock when the commit has returned;
 //! - ack: a statement-level AFTER DELETE trigger, installed by the bench in the run's schema,
 //!   writes `clock_timestamp()` for every row the worker's ack deletes into an unlogged table.
@@ -156,7 +156,11 @@ pub async fn measure(
     let producers = producers_for(rate);
     let mut conns = Vec::with_capacity(producers);
     for _ in 0..producers {
-        conns.push(ctx.connect(&schema.url).await?);
+        let client = ctx.connect(&schema.url).await?;
+        // Prepared once per connection, as an application that inserts often would: the
+        // database then neither parses nor plans each probe.
+        let insert = contract::prepare_insert_returning_ids(&client).await?;
+        conns.push((client, insert));
     }
     let metrics_before = worker.scrape().await?;
     let hist_before = histogram(&metrics_before, m::END_TO_END_SECONDS);
@@ -165,8 +169,8 @@ pub async fn measure(
     let total = (rate * seconds).round() as usize;
     let index = schema.name.as_str();
     // Each connection sends the events k = c, c + P, c + 2P, ... at start + k / rate.
-    let per_conn =
-        futures::future::try_join_all(conns.iter().enumerate().map(|(c, client)| async move {
+    let per_conn = futures::future::try_join_all(conns.iter().enumerate().map(
+        |(c, (client, insert))| async move {
             let mut out: Vec<(i64, f64, f64, f64)> = Vec::new();
             let mut k = c;
             while k < total {
@@ -181,18 +185,19 @@ pub async fn measure(
                 // `p<k>`: never the id of a backlog document drained later in the same index.
                 let event = NewEvent::index(index, format!("p{k}"), doc);
                 let sent = Instant::now();
-                let ids = contract::insert_returning_ids(client, &[event]).await?;
+                let ids = contract::insert_returning_ids_prepared(client, insert, &[event]).await?;
                 let committed = epoch_now();
                 let insert_ms = sent.elapsed().as_secs_f64() * 1000.0;
                 out.push((ids[0], committed, offset, insert_ms));
                 k += producers;
             }
             anyhow::Ok(out)
-        }))
-        .await?;
+        },
+    ))
+    .await?;
     let produced_at = Instant::now();
     let events: Vec<(i64, f64, f64, f64)> = per_conn.into_iter().flatten().collect();
-    let db = &conns[0];
+    let db = &conns[0].0;
     // Wait for every ack (or 30 s).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
