@@ -283,11 +283,9 @@ fn array_types() -> Vec<Type> {
         .collect()
 }
 
+/// [`params`] without their types, for a prepared statement (it knows them).
 fn values<'a>(arrays: &'a [Box<dyn ToSql + Sync + Send + 'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
-    arrays
-        .iter()
-        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-        .collect()
+    params(arrays).into_iter().map(|(value, _)| value).collect()
 }
 
 /// One array per producer column, in the order of [`PRODUCER_COLUMNS`].

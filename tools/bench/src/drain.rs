@@ -18,8 +18,10 @@ use anyhow::{Context, bail, ensure};
 use futures::{StreamExt, stream};
 use outbox_harness::{Schema, clean_command};
 use outbox_worker::{
+    bulk::encode,
     config::NotifyMode,
-    contract::{self, DEFAULT_PROJECTION, NewEvent},
+    contract::{self, DEFAULT_PROJECTION, NewEvent, Op},
+    event::ClaimedEvent,
 };
 use tokio_postgres::Client;
 
@@ -33,10 +35,9 @@ use crate::{
 const CLAIM: &str = include_str!("../../../sql/claim.sql");
 const ACK: &str = include_str!("../../../sql/ack.sql");
 
-/// The session settings the worker's pool connections run with (see `POOL_SESSION_OPTIONS`
-/// in src/db.rs: custom plans, asynchronous commit); the SQL references run with the same,
-/// so they measure the same database work.
-pub const WORKER_SESSION: &str = "-c plan_cache_mode=force_custom_plan -c synchronous_commit=off";
+/// The session settings the worker's pool connections run with (custom plans, asynchronous
+/// commit); the SQL references run with the same, so they measure the same database work.
+pub const WORKER_SESSION: &str = outbox_worker::db::POOL_SESSION_OPTIONS;
 
 /// The document of event `g`: a product of about 300 bytes.
 fn document(g: i64) -> serde_json::Value {
@@ -273,32 +274,31 @@ async fn raw_bulk_in(
 }
 
 /// The `_bulk` bodies the worker sends for events 1..=n of `index` (document i+1 is
-/// `docs[i]`, its version its id): `index` actions with an external version, at most
-/// `bulk_size` events and about `max_bytes` bytes per body.
+/// `docs[i]`, its version its id), made by the worker's own encoder and chunking.
 fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-    let index = serde_json::to_string(index).expect("a string serializes");
-    let mut bodies = Vec::new();
-    let (mut body, mut events) = (Vec::new(), 0);
-    for (i, doc) in docs.iter().enumerate() {
-        let id = i + 1;
-        let action = format!(
-            "{{\"index\":{{\"_index\":{index},\"_id\":\"{id}\",\"version\":{id},\"version_type\":\"external\"}}}}\n"
-        );
-        if events > 0
-            && (events >= bulk_size || body.len() + action.len() + doc.len() + 1 > max_bytes)
-        {
-            bodies.push(std::mem::take(&mut body));
-            events = 0;
-        }
-        body.extend_from_slice(action.as_bytes());
-        body.extend_from_slice(doc.as_bytes());
-        body.push(b'\n');
-        events += 1;
-    }
-    if events > 0 {
-        bodies.push(body);
-    }
-    bodies
+    let events: Vec<(ClaimedEvent, Op)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let id = i as i64 + 1;
+            let event = ClaimedEvent {
+                id,
+                index_name: index.to_string(),
+                doc_id: id.to_string(),
+                op: Op::Index.as_str().into(),
+                payload: Some(doc.clone()),
+                version: id,
+                attempts: 1,
+                deferrals: 0,
+                created_epoch: 0.0,
+            };
+            (event, Op::Index)
+        })
+        .collect();
+    encode::chunk(events, bulk_size, max_bytes)
+        .into_iter()
+        .map(|c| c.body)
+        .collect()
 }
 
 fn memchr(needle: &[u8], hay: &[u8]) -> bool {
