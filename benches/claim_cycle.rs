@@ -117,7 +117,7 @@ impl Db {
         .await
         .expect("claim");
         let o = Outcomes {
-            ack: events.iter().map(|e| (e.id, e.attempts)).collect(),
+            ack: events.iter().map(|e| e.held()).collect(),
             ..Outcomes::default()
         };
         let applied = outcome::apply(&self.pool, OWNER, 12, &o)
@@ -128,6 +128,13 @@ impl Db {
             events.len(),
             "every claimed event acked"
         );
+        // The log's events are done when their pieces are.
+        let mut pieces: Vec<i64> = events.iter().filter_map(|e| e.piece).collect();
+        pieces.dedup();
+        let completed = outcome::complete_pieces(&self.pool, OWNER, &pieces)
+            .await
+            .expect("complete");
+        assert_eq!(completed.len(), pieces.len(), "every piece completed");
         events.len()
     }
 }

@@ -43,6 +43,7 @@ fn event(i: usize, doc: usize) -> ClaimedEvent {
         attempts: 1,
         deferrals: 0,
         created_epoch: 0.0,
+        piece: None,
     }
 }
 

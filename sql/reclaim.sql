@@ -4,7 +4,7 @@
 -- A compare-and-swap on what reclaim_select saw: the row must still be processing, still
 -- stuck (expired lease, or processing for longer than $4 s) and at the same attempt ($2),
 -- so a late ack and the reclaimer can never both win.
-UPDATE outbox_events AS e
+UPDATE outbox_exceptions AS e
 SET status        = CASE WHEN t.delay_seconds IS NULL THEN 'failed' ELSE 'pending' END,
     next_retry_at = CASE WHEN t.delay_seconds IS NULL THEN NULL
                          ELSE now() + make_interval(secs => t.delay_seconds) END,

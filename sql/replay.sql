@@ -2,7 +2,7 @@
 -- replay_select), attempts and deferrals reset, replay_count + 1, and the audit row, all in one statement
 -- (so in one transaction). $7 actor, $8 reason text, $9 the filter as JSON.
 WITH picked AS (
-    SELECT id FROM outbox_events
+    SELECT id FROM outbox_exceptions
     WHERE status = 'failed'
       AND ($1::bigint[] IS NULL OR id = ANY($1))
       AND ($2::text IS NULL OR error_reason = $2)
@@ -13,7 +13,7 @@ WITH picked AS (
     LIMIT $6
     FOR UPDATE
 ), moved AS (
-    UPDATE outbox_events AS e
+    UPDATE outbox_exceptions AS e
     SET status = 'pending', attempts = 0, deferrals = 0, next_retry_at = NULL, replay_count = e.replay_count + 1,
         error_reason = NULL, error = NULL, failed_at = NULL,
         lease_owner = NULL, lease_expires_at = NULL, processing_started_at = NULL

@@ -2,7 +2,7 @@
 -- $1 ids (null: any), $2 error_reason, $3 failed at or after, $4 failed before,
 -- $5 projection, $6 limit. Only status = 'failed' is ever matched.
 SELECT id, error_reason, index_name, doc_id, failed_at
-FROM outbox_events
+FROM outbox_exceptions
 WHERE status = 'failed'
   AND ($1::bigint[] IS NULL OR id = ANY($1))
   AND ($2::text IS NULL OR error_reason = $2)

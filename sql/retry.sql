@@ -4,7 +4,7 @@
 -- (max_attempts_exceeded), keeping the last error. A deferral ($8 false: the whole request
 -- failed, or the engine was overloaded) refunds the attempt and counts a deferral instead.
 -- Guarded like ack.
-UPDATE outbox_events AS e
+UPDATE outbox_exceptions AS e
 SET status        = CASE WHEN t.counted AND e.attempts >= $4 THEN 'failed' ELSE 'pending' END,
     next_retry_at = CASE WHEN t.counted AND e.attempts >= $4 THEN NULL
                          ELSE now() + make_interval(secs => t.delay_seconds) END,

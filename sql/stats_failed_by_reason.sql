@@ -4,7 +4,7 @@ SELECT error_reason, count(*) AS events,
        min(failed_at) AS oldest_failed_at, max(failed_at) AS newest_failed_at,
        (array_agg(error ORDER BY id DESC))[1] AS sample_error,
        (array_agg(id ORDER BY id))[1:5] AS sample_ids
-FROM outbox_events
+FROM outbox_exceptions
 WHERE status = 'failed'
 GROUP BY error_reason
 ORDER BY events DESC

@@ -587,7 +587,11 @@ mod tests {
     /// the default projection this module writes.
     #[test]
     fn producer_columns_match_the_migration() {
-        let migration = include_str!("../migrations/0001_outbox_events.sql");
+        // The log's definition (schema 0003): what producers insert into.
+        let migration = include_str!("../migrations/0003_insert_only_log.sql")
+            .split("CREATE TABLE outbox_events (")
+            .nth(1)
+            .expect("0003 creates the log");
         let declared = |name: &str| -> Vec<String> {
             migration
                 .lines()
@@ -636,7 +640,7 @@ mod tests {
     /// and each quoted literal on a line of `sql/` that sets or tests `status` is one.
     #[test]
     fn sql_spells_only_status_codes() {
-        let migration = include_str!("../migrations/0001_outbox_events.sql");
+        let migration = include_str!("../migrations/0003_insert_only_log.sql");
         let check = migration
             .split("CHECK (status IN (")
             .nth(1)

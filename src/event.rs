@@ -23,6 +23,29 @@ pub struct ClaimedEvent {
     pub deferrals: i32,
     /// Insert time, seconds since the epoch, for the end-to-end latency histogram.
     pub created_epoch: f64,
+    /// The piece of the log this event was claimed in (its lease row; the fencing token of
+    /// a log event), or None for an event claimed from outbox_exceptions.
+    pub piece: Option<i64>,
+}
+
+impl ClaimedEvent {
+    /// What the store needs to write this event's outcome under its lease.
+    pub fn held(&self) -> Held {
+        Held {
+            id: self.id,
+            attempts: self.attempts,
+            piece: self.piece,
+        }
+    }
+}
+
+/// A claimed event's identity and fencing token: the attempt it was claimed with and, for a
+/// log event, its piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Held {
+    pub id: i64,
+    pub attempts: i32,
+    pub piece: Option<i64>,
 }
 
 impl ClaimedEvent {
@@ -38,6 +61,7 @@ impl ClaimedEvent {
             attempts: row.get("attempts"),
             deferrals: row.get("deferrals"),
             created_epoch: row.get("created_epoch"),
+            piece: row.get("piece_id"),
         }
     }
 }
@@ -122,6 +146,7 @@ pub(crate) fn ev(id: i64, doc: &str, version: i64) -> ClaimedEvent {
         attempts: 1,
         deferrals: 0,
         created_epoch: 0.0,
+        piece: None,
     }
 }
 

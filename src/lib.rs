@@ -56,6 +56,7 @@ internal!(
     listener,
     pipeline,
     reclaim,
+    rotation,
     sampler,
     sql,
     store,

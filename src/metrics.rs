@@ -29,6 +29,7 @@ pub const BULK_REQUESTS_TOTAL: &str = "outbox_bulk_requests_total";
 pub const ENGINE_AUTH_ERRORS_TOTAL: &str = "outbox_engine_auth_errors_total";
 pub const DB_ERRORS_TOTAL: &str = "outbox_db_errors_total";
 pub const WAKES_TOTAL: &str = "outbox_wakes_total";
+pub const LOG_TRUNCATIONS_TOTAL: &str = "outbox_log_truncations_total";
 // Histograms.
 pub const BULK_DURATION_SECONDS: &str = "outbox_bulk_duration_seconds";
 pub const END_TO_END_SECONDS: &str = "outbox_end_to_end_seconds";

@@ -16,6 +16,18 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_deferrals",
         include_str!("../migrations/0002_deferrals.sql"),
     ),
+    (
+        "0003_insert_only_log",
+        include_str!("../migrations/0003_insert_only_log.sql"),
+    ),
+];
+
+/// Functions and views over the tables, replaced at every migrate (after the migrations),
+/// so a new version's claim or view needs no migration of its own.
+pub const FUNCTIONS: &[&str] = &[
+    include_str!("../functions/outbox_claim.sql"),
+    include_str!("../functions/outbox_truncate_slot.sql"),
+    include_str!("../functions/outbox_views.sql"),
 ];
 
 pub const TRIGGER_ADAPTIVE: &str = include_str!("../triggers/notify_adaptive.sql");
@@ -72,6 +84,9 @@ pub async fn migrate(
         )
         .await?;
         report.applied.push(name.to_string());
+    }
+    for sql in FUNCTIONS {
+        tx.batch_execute(sql).await?;
     }
     tx.batch_execute(trigger_sql(mode)).await?;
     tx.commit().await?;

@@ -50,6 +50,10 @@ pub async fn reclaim_once(pool: &Pool, cfg: &Config) -> Result<ReclaimReport, Db
     let client = pool.get().await?;
     let backoff = EventBackoff::new(cfg);
     let mut report = ReclaimReport::default();
+    let expanded = store::reclaim::expand_pieces(&client, cfg.max_processing).await?;
+    if expanded > 0 {
+        debug!(events = expanded, "expired pieces of the log expanded for the reclaim");
+    }
     loop {
         let stuck = store::reclaim::select_stuck(&client, cfg.max_processing, BATCH).await?;
         if stuck.is_empty() {

@@ -18,7 +18,7 @@ use crate::{
     db, listener,
     metrics::{self, Health},
     pipeline::{NullSink, Pipeline, Sink},
-    reclaim, sampler,
+    reclaim, rotation, sampler,
     wake::Waker,
 };
 
@@ -31,7 +31,7 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     // One connection per bulk in flight (its outcomes), the claims running ahead, and the
     // reclaimer, the sampler and the idle checks.
-    let pool_size = cfg.concurrency + crate::pipeline::CLAIMS_AHEAD + 3;
+    let pool_size = cfg.concurrency + crate::pipeline::CLAIMS_AHEAD + 4;
     let pool = db::pool(&cfg, pool_size).context("database pool")?;
     // Fail fast on an unreachable database or a missing schema: one clear line.
     {
@@ -41,14 +41,19 @@ pub async fn run(
             }
             other => anyhow::anyhow!("cannot connect to the database: {other}"),
         })?;
-        c.query_one("SELECT count(*) FROM outbox_events WHERE false", &[])
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "outbox_events is not readable ({}): run `outbox-worker migrate` first",
-                    db::error_text(&e)
-                )
-            })?;
+        // outbox_cursors exists from schema 0003 (the insert-only log) on: an older schema
+        // gets the same line as a missing one.
+        c.query_one(
+            "SELECT count(*) FROM outbox_events, outbox_cursors WHERE false",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the outbox's tables are missing or older than this worker ({}): run `outbox-worker migrate` first",
+                db::error_text(&e)
+            )
+        })?;
     }
     let client = BulkClient::new(&cfg)?;
     let health = Arc::new(Health::default());
@@ -84,6 +89,7 @@ pub async fn run(
         tasks.clone(),
     ));
     tokio::spawn(sampler::run(cfg.clone(), pool.clone(), tasks.clone()));
+    tokio::spawn(rotation::run(pool.clone(), tasks.clone()));
 
     let sink: Box<dyn Sink> = match cfg.sink {
         SinkKind::Elasticsearch => Box::new(client),

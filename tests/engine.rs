@@ -34,6 +34,7 @@ fn event(
             attempts: 1,
             deferrals: 0,
             created_epoch: 0.0,
+            piece: None,
         },
         op,
     )

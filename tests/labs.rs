@@ -144,7 +144,7 @@ async fn v1_engine_unavailable_retries_converge_and_the_backlog_drains() {
             .query_one(
                 "SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE deferrals > 0),
                         coalesce(max(attempts + deferrals), 0), coalesce(max(attempts), 0)
-                 FROM outbox_events",
+                 FROM outbox_event_states",
                 &[],
             )
             .await
@@ -454,7 +454,7 @@ async fn v3_stuck_kill_and_freeze_are_reclaimed_and_late_acks_change_nothing() {
             let start = Instant::now();
             loop {
                 let n: i64 = c
-                    .query_one("SELECT count(*) FROM outbox_events WHERE status = 'processing' AND attempts = $1", &[&attempt])
+                    .query_one("SELECT count(*) FROM outbox_event_states WHERE status = 'processing' AND attempts = $1", &[&attempt])
                     .await
                     .unwrap()
                     .get(0);
@@ -584,7 +584,7 @@ async fn v4_rolling_restart_under_load_loses_nothing() {
             let mut max_age: f64 = 0.0;
             while !stop.is_cancelled() {
                 let age: Option<f64> = c
-                    .query_one("SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox_events WHERE status <> 'failed'", &[])
+                    .query_one("SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox_event_states WHERE status <> 'failed'", &[])
                     .await
                     .unwrap()
                     .get(0);

@@ -50,7 +50,7 @@ async fn migrate_twice_and_from_two_processes_at_once() {
     assert!(
         expected
             .iter()
-            .any(|s| s.contains("outbox_events_claim_idx"))
+            .any(|s| s.contains("outbox_events_window_idx"))
     );
     assert!(expected.iter().any(|s| s == "trigger outbox_events_notify"));
 
@@ -123,4 +123,226 @@ async fn migrate_switches_the_trigger_mode() {
             .unwrap(),
         NotifyMode::Off
     );
+}
+
+/// An outbox of schema 0002 (the single table), with its rows in every state, upgrades to
+/// the insert-only log through `migrate`: refused while a worker of the old version holds a
+/// live lease; then every row carried over with its state, nothing lost, nothing sent twice.
+#[tokio::test]
+async fn upgrade_from_schema_0002_keeps_every_event() {
+    use outbox_harness::{Engine, WorkerProcess, prom};
+    use std::time::Duration;
+
+    let admin = harness::connect(&harness::pg_base_url()).await;
+    let name = harness::unique("t_upgrade");
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .unwrap();
+    let url = harness::schema_url(&harness::pg_base_url(), &name);
+    let mut c = harness::connect(&url).await;
+    // Schema 0002 as a deployment of the previous version has it: its two migrations and
+    // its adaptive trigger, applied and recorded the way its `migrate` did.
+    {
+        let tx = c.transaction().await.unwrap();
+        tx.batch_execute(
+            "CREATE TABLE outbox_schema_migrations (
+                 name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+        for (migration, sql) in &outbox_worker::migrate::MIGRATIONS[..2] {
+            tx.batch_execute(sql).await.unwrap();
+            tx.execute(
+                "INSERT INTO outbox_schema_migrations (name) VALUES ($1)",
+                &[migration],
+            )
+            .await
+            .unwrap();
+        }
+        tx.batch_execute(outbox_worker::migrate::TRIGGER_ADAPTIVE)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let index = harness::unique("upgrade");
+    // Raw SQL: the old table's worker-owned columns, as old workers left them.
+    // 1-20 pending (fresh), 21-25 pending with a retry due, 26-28 processing under an
+    // expired lease (a crashed old worker), 29 processing under a live lease (an old
+    // worker still running), 30-32 failed.
+    c.batch_execute(&format!(
+        "INSERT INTO outbox_events (index_name, doc_id, op, payload)
+         SELECT '{index}', 'd' || g, 'index', jsonb_build_object('n', g)
+         FROM generate_series(1, 32) g;
+         UPDATE outbox_events SET attempts = 2, deferrals = 1, next_retry_at = now() - interval '1 second',
+                error_reason = 'server_error', error = '503' WHERE id BETWEEN 21 AND 25;
+         UPDATE outbox_events SET status = 'processing', attempts = 1, lease_owner = 'old-crashed',
+                lease_expires_at = now() - interval '1 minute', processing_started_at = now() - interval '2 minutes'
+          WHERE id BETWEEN 26 AND 28;
+         UPDATE outbox_events SET status = 'processing', attempts = 1, lease_owner = 'old-running',
+                lease_expires_at = now() + interval '1 hour', processing_started_at = now() WHERE id = 29;
+         UPDATE outbox_events SET status = 'failed', attempts = 12, error_reason = 'mapper_parsing_exception',
+                error = 'bad', failed_at = now() WHERE id BETWEEN 30 AND 32;"
+    ))
+    .await
+    .unwrap();
+    let migrate = || {
+        harness::worker_command()
+            .arg("migrate")
+            .env("OUTBOX_DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+
+    // A live lease of an old worker: refused, one line, nothing changed.
+    let refused = migrate();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("live leases") && err.contains("old-running"),
+        "{err}"
+    );
+    let still_old: i64 = c
+        .query_one(
+            "SELECT count(*) FROM outbox_events WHERE status = 'processing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still_old, 4, "the refused migrate changed nothing");
+
+    // The old worker stops: SIGTERM released its event (pending, attempt refunded).
+    c.batch_execute(
+        "UPDATE outbox_events SET status = 'pending', attempts = 0, lease_owner = NULL,
+                lease_expires_at = NULL, processing_started_at = NULL WHERE id = 29",
+    )
+    .await
+    .unwrap();
+    let done = migrate();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stdout).contains("0003_insert_only_log"));
+
+    // Every row carried over with its state.
+    let states: Vec<(i64, String, i32, Option<String>)> = c
+        .query(
+            "SELECT id, status, attempts, error_reason FROM outbox_exceptions ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(states.len(), 32);
+    for (id, status, attempts, reason) in &states {
+        let want = match id {
+            21..=25 => ("pending", 2, Some("server_error")),
+            26..=28 => ("processing", 1, None),
+            30..=32 => ("failed", 12, Some("mapper_parsing_exception")),
+            _ => ("pending", 0, None),
+        };
+        assert_eq!(
+            (status.as_str(), *attempts, reason.as_deref()),
+            want,
+            "event {id}"
+        );
+    }
+    // An old worker still running fails every statement: its SQL names the old columns.
+    let old_claim = c
+        .execute(
+            "UPDATE outbox_events SET status = 'processing' WHERE status = 'pending'",
+            &[],
+        )
+        .await;
+    assert!(old_claim.is_err(), "the log has no status column");
+
+    // A new worker delivers the 29 undelivered events once each (the stuck ones after the
+    // reclaim), and a new event through the log; the failed pile stays for a replay.
+    let schema_env = vec![
+        ("OUTBOX_DATABASE_URL".to_string(), url.clone()),
+        (
+            "OUTBOX_ELASTICSEARCH_URL".to_string(),
+            harness::engine_url(),
+        ),
+        ("OUTBOX_POLL_INTERVAL_SECONDS".to_string(), "1".to_string()),
+        (
+            "OUTBOX_RECLAIM_INTERVAL_SECONDS".to_string(),
+            "1".to_string(),
+        ),
+        (
+            "OUTBOX_BASE_BACKOFF_SECONDS".to_string(),
+            "0.05".to_string(),
+        ),
+        ("OUTBOX_MAX_BACKOFF_SECONDS".to_string(), "0.2".to_string()),
+    ];
+    let mut w = WorkerProcess::spawn(&schema_env, &[]);
+    w.wait_ready().await.unwrap();
+    outbox_worker::contract::insert(
+        &c,
+        &[outbox_worker::contract::NewEvent::index(
+            index.as_str(),
+            "d33",
+            serde_json::json!({"n": 33}),
+        )],
+    )
+    .await
+    .unwrap();
+    let engine = Engine::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = c
+            .query_one(
+                "SELECT count(*) FROM outbox_event_states WHERE status <> 'failed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} events undelivered: {}",
+            w.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = w.scrape().await.unwrap();
+    w.stop(Duration::from_secs(10)).await.unwrap();
+    engine.refresh(&index).await;
+    let docs = engine.all(&index).await;
+    assert_eq!(docs.len(), 30, "29 carried over + 1 new");
+    for n in (1..=29).chain([33]) {
+        let (body, _) = &docs[&format!("d{n}")];
+        assert_eq!(body["n"], n, "d{n}");
+    }
+    assert_eq!(
+        prom::labelled(&metrics, "outbox_acked_total", "kind=\"indexed\""),
+        30.0
+    );
+    assert_eq!(
+        prom::labelled(&metrics, "outbox_acked_total", "kind=\"version_conflict\""),
+        0.0,
+        "nothing was sent twice"
+    );
+    let failed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM outbox_event_states WHERE status = 'failed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 3);
+    drop(c);
+    harness::drop_schema(&harness::pg_base_url(), &name)
+        .await
+        .unwrap();
 }

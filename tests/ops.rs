@@ -121,7 +121,7 @@ async fn stats_group_failures_and_replay_is_audited() {
     s.client()
         .await
         .execute(
-            "UPDATE outbox_events SET index_name = $1 WHERE id = ANY($2)",
+            "UPDATE outbox_exceptions SET index_name = $1 WHERE id = ANY($2)",
             &[&fixed, &vec![ids[0], ids[1]]],
         )
         .await
@@ -143,7 +143,7 @@ async fn stats_group_failures_and_replay_is_audited() {
     assert_eq!(r["ids"], json!([ids[0], ids[1]]));
     let c = s.client().await;
     let rows = c
-        .query("SELECT status, attempts, replay_count, error_reason FROM outbox_events WHERE id = ANY($1) ORDER BY id", &[&vec![ids[0], ids[1]]])
+        .query("SELECT status, attempts, replay_count, error_reason FROM outbox_event_states WHERE id = ANY($1) ORDER BY id", &[&vec![ids[0], ids[1]]])
         .await
         .unwrap();
     for row in rows {
@@ -311,15 +311,17 @@ async fn gauges_are_exact_when_small_and_estimated_when_huge() {
     assert!(g.oldest_age_seconds >= 0.0 && g.oldest_age_seconds < 60.0);
 
     let huge = EXACT_COUNT_LIMIT + EXACT_COUNT_LIMIT / 2;
-    // A failed pile made directly: the columns it sets are the worker's, not the producer's.
+    // A failed pile made directly: the columns it sets are the worker's, not the producer's,
+    // and failed events live in outbox_exceptions (docs/design.md §6).
     c.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload, status, error_reason, failed_at)
-         SELECT 'i', g::text, 'index', '{}', 'failed', 'mapper_parsing_exception', now() FROM generate_series(1, $1::bigint) g",
+        "INSERT INTO outbox_exceptions (id, projection, index_name, doc_id, op, payload, status, error_reason, failed_at, created_at)
+         SELECT 1000000 + g, 'search_index_to_elastic', 'i', g::text, 'index', '{}', 'failed', 'mapper_parsing_exception', now(), now()
+         FROM generate_series(1, $1::bigint) g",
         &[&huge],
     )
     .await
     .unwrap();
-    c.batch_execute("ANALYZE outbox_events").await.unwrap();
+    c.batch_execute("ANALYZE outbox_exceptions").await.unwrap();
     let g = sample(&pool, &cfg).await.unwrap();
     assert_eq!(g.lag_events, 7, "small counts stay exact");
     let error = (g.failed_events - huge).abs() as f64 / huge as f64;

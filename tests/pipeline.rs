@@ -76,6 +76,12 @@ async fn three_workers_converge_on_the_newest_version_of_every_document() {
     }
 }
 
+/// Expire every lease in the schema: the log's pieces and the exceptions being processed.
+const EXPIRE_LEASES: &str =
+    "UPDATE outbox_pieces SET lease_expires_at = now() - interval '1 second';
+     UPDATE outbox_exceptions SET lease_expires_at = now() - interval '1 second'
+     WHERE status = 'processing'";
+
 /// Deletes, a document deleted and re-created, a delete of a missing document, and
 /// several versions of one document in one claim (the older ones acked as superseded).
 #[tokio::test]
@@ -207,7 +213,10 @@ async fn deterministic_failures_fail_with_reason_while_neighbours_index() {
     // The error text is kept, bounded.
     let c = s.client().await;
     let err: String = c
-        .query_one("SELECT error FROM outbox_events WHERE id = $1", &[&ids[1]])
+        .query_one(
+            "SELECT error FROM outbox_event_states WHERE id = $1",
+            &[&ids[1]],
+        )
         .await
         .unwrap()
         .get(0);
@@ -342,28 +351,30 @@ async fn late_ack_after_reclaim_changes_nothing() {
 
     // Worker A stalls; its lease expires and the reclaimer returns the events.
     let c = s.client().await;
-    c.execute(
-        "UPDATE outbox_events SET lease_expires_at = now() - interval '1 second'",
-        &[],
-    )
-    .await
-    .unwrap();
+    // Expire every lease: the pieces of the log and the exceptions.
+    c.batch_execute(EXPIRE_LEASES).await.unwrap();
     let r = reclaim::reclaim_once(&pool, &cfg).await.unwrap();
     assert_eq!(r.to_pending.len(), 2);
-    c.execute("UPDATE outbox_events SET next_retry_at = now()", &[])
+    c.execute("UPDATE outbox_exceptions SET next_retry_at = now()", &[])
         .await
         .unwrap();
 
-    // A's late ack: no row changes.
+    // A's late ack: no row changes. A log event's ack writes nothing of its own; the
+    // completion of its piece finds the piece gone (the reclaim took it).
+    assert!(a.iter().all(|e| e.piece.is_some()), "claimed from the log");
     let o = outcome::Outcomes {
-        ack: a.iter().map(|e| (e.id, e.attempts)).collect(),
+        ack: a.iter().map(|e| e.held()).collect(),
         ..Default::default()
     };
-    let applied = outcome::apply(&pool, "worker-a", cfg.max_attempts, &o)
+    outcome::apply(&pool, "worker-a", cfg.max_attempts, &o)
         .await
         .unwrap();
-    assert!(applied.acked.is_empty());
-    assert_eq!(applied.late.len(), 2);
+    let mut pieces: Vec<i64> = a.iter().filter_map(|e| e.piece).collect();
+    pieces.dedup();
+    let completed = outcome::complete_pieces(&pool, "worker-a", &pieces)
+        .await
+        .unwrap();
+    assert!(completed.is_empty(), "the piece was reclaimed: late");
     assert_eq!(s.count("pending").await, 2);
 
     // Worker B claims them (attempt 2); A's late fail with attempt 1 changes nothing either,
@@ -381,7 +392,11 @@ async fn late_ack_after_reclaim_changes_nothing() {
     let late_fail = outcome::Outcomes {
         fail: a
             .iter()
-            .map(|e| (e.id, e.attempts, "x".into(), "x".into()))
+            .map(|e| outcome::Fail {
+                event: e.held(),
+                reason: "x".into(),
+                error: "x".into(),
+            })
             .collect(),
         ..Default::default()
     };
@@ -392,11 +407,12 @@ async fn late_ack_after_reclaim_changes_nothing() {
     let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &late_fail)
         .await
         .unwrap();
-    assert_eq!(applied.late.len(), 2, "right owner, stale attempt: fenced");
+    assert_eq!(applied.late.len(), 2, "right owner, stale piece: fenced");
     assert_eq!(s.count("processing").await, 2);
     // B's own ack works.
+    assert!(b.iter().all(|e| e.piece.is_none()), "claimed as exceptions");
     let ok = outcome::Outcomes {
-        ack: b.iter().map(|e| (e.id, e.attempts)).collect(),
+        ack: b.iter().map(|e| e.held()).collect(),
         ..Default::default()
     };
     let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &ok)
@@ -444,7 +460,7 @@ async fn repeated_reclaims_end_in_lease_expired() {
     let ids = s.insert(&[NewEvent::index("i", "p", json!({}))]).await;
     let c = s.client().await;
     for attempt in 1..=3 {
-        c.execute("UPDATE outbox_events SET next_retry_at = now() WHERE status = 'pending' AND next_retry_at IS NOT NULL", &[])
+        c.execute("UPDATE outbox_exceptions SET next_retry_at = now() WHERE status = 'pending' AND next_retry_at IS NOT NULL", &[])
             .await
             .unwrap();
         let got = claim::claim(
@@ -458,12 +474,7 @@ async fn repeated_reclaims_end_in_lease_expired() {
         .unwrap();
         assert_eq!(got.len(), 1, "attempt {attempt} claims it");
         assert_eq!(got[0].attempts, attempt);
-        c.execute(
-            "UPDATE outbox_events SET lease_expires_at = now() - interval '1 second'",
-            &[],
-        )
-        .await
-        .unwrap();
+        c.batch_execute(EXPIRE_LEASES).await.unwrap();
         let r = reclaim::reclaim_once(&pool, &cfg).await.unwrap();
         if attempt < 3 {
             assert_eq!(r.to_pending, ids);
@@ -499,8 +510,7 @@ async fn counted_retries_end_in_max_attempts_exceeded() {
         .unwrap();
     assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     let retry = |e: &ClaimedEvent, counted: bool| outcome::Retry {
-        id: e.id,
-        attempts: e.attempts,
+        event: e.held(),
         delay_seconds: 0.0,
         reason: ErrorReason::ServerError,
         error: "server_error: boom".into(),
@@ -519,7 +529,10 @@ async fn counted_retries_end_in_max_attempts_exceeded() {
     );
     assert_eq!(applied.retried, vec![(ids[1], ErrorReason::ServerError)]);
     let error: String = c
-        .query_one("SELECT error FROM outbox_events WHERE id = $1", &[&ids[0]])
+        .query_one(
+            "SELECT error FROM outbox_event_states WHERE id = $1",
+            &[&ids[0]],
+        )
         .await
         .unwrap()
         .get(0);
@@ -543,10 +556,12 @@ async fn reclaimed_and_429d_events_with_one_history_back_off_alike() {
     ]);
     let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
     let c = s.client().await;
-    // Raw SQL: `deferrals` is the worker's column, which no producer sets.
+    // Raw SQL: `deferrals` is the worker's column, which no producer sets; events with a
+    // history of their own are exceptions (docs/design.md §6).
     c.execute(
-        "INSERT INTO outbox_events (index_name, doc_id, op, payload, deferrals)
-         SELECT 'i', g::text, 'index', '{}', 10 FROM generate_series(1, 100) g",
+        "INSERT INTO outbox_exceptions (id, projection, index_name, doc_id, op, payload, deferrals, created_at)
+         SELECT g, 'search_index_to_elastic', 'i', g::text, 'index', '{}', 10, now()
+         FROM generate_series(1, 100) g",
         &[],
     )
     .await
@@ -560,7 +575,7 @@ async fn reclaimed_and_429d_events_with_one_history_back_off_alike() {
 
     let stuck_ids: Vec<i64> = stuck.iter().map(|e| e.id).collect();
     c.execute(
-        "UPDATE outbox_events SET lease_expires_at = now() - interval '1 second'
+        "UPDATE outbox_exceptions SET lease_expires_at = now() - interval '1 second'
          WHERE id = ANY($1)",
         &[&stuck_ids],
     )
@@ -594,7 +609,7 @@ async fn reclaimed_and_429d_events_with_one_history_back_off_alike() {
         // Seconds still to wait: the delay set, less the moments since.
         let left: Vec<f64> = c
             .query(
-                "SELECT extract(epoch FROM next_retry_at - now())::float8 FROM outbox_events
+                "SELECT extract(epoch FROM next_retry_at - now())::float8 FROM outbox_event_states
                  WHERE id = ANY($1) AND status = 'pending'",
                 &[&ids],
             )
@@ -741,7 +756,10 @@ async fn an_outage_defers_and_never_fails_events() {
     let start = Instant::now();
     loop {
         let deferred: i32 = c
-            .query_one("SELECT coalesce(min(deferrals), 0) FROM outbox_events", &[])
+            .query_one(
+                "SELECT coalesce(min(deferrals), 0) FROM outbox_event_states",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -756,7 +774,7 @@ async fn an_outage_defers_and_never_fails_events() {
     }
     assert_eq!(s.count("failed").await, 0, "an outage never fails an event");
     let attempts: i32 = c
-        .query_one("SELECT max(attempts) FROM outbox_events", &[])
+        .query_one("SELECT max(attempts) FROM outbox_event_states", &[])
         .await
         .unwrap()
         .get(0);
@@ -788,7 +806,7 @@ async fn prepared_contract_inserts_write_what_the_plain_ones_write() {
         assert!(ids[0] < ids[1], "ids follow the events' order: {ids:?}");
         let rows = c
             .query(
-                "SELECT doc_id, op, payload, projection, doc_version FROM outbox_events
+                "SELECT doc_id, op, payload, projection, doc_version FROM outbox_event_states
                  WHERE id = ANY($1) ORDER BY id",
                 &[&ids],
             )

@@ -245,7 +245,7 @@ async fn deliver(s: &TestSchema, extra: &[(&str, &str)], index: &str) -> (i64, i
                 .query_one(
                     "SELECT count(*) FILTER (WHERE status <> 'failed'),
                             count(*) FILTER (WHERE status = 'pending' AND error_reason IS NOT NULL)
-                     FROM outbox_events",
+                     FROM outbox_event_states",
                     &[],
                 )
                 .await
@@ -327,7 +327,7 @@ async fn engine_tls_and_auth_through_a_proxy() {
     let reason: Option<String> = s
         .client()
         .await
-        .query_one("SELECT max(error_reason) FROM outbox_events", &[])
+        .query_one("SELECT max(error_reason) FROM outbox_event_states", &[])
         .await
         .unwrap()
         .get(0);
@@ -368,7 +368,7 @@ async fn engine_tls_and_auth_through_a_proxy() {
     let reason: Option<String> = s
         .client()
         .await
-        .query_one("SELECT max(error_reason) FROM outbox_events", &[])
+        .query_one("SELECT max(error_reason) FROM outbox_event_states", &[])
         .await
         .unwrap()
         .get(0);
@@ -383,7 +383,7 @@ async fn engine_tls_and_auth_through_a_proxy() {
     let errors: Vec<String> = s
         .client()
         .await
-        .query("SELECT error FROM outbox_events", &[])
+        .query("SELECT error FROM outbox_event_states", &[])
         .await
         .unwrap()
         .iter()

@@ -57,7 +57,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
     loop {
         let busy: i64 = c
             .query_one(
-                "SELECT count(*) FROM outbox_events WHERE status = 'processing'",
+                "SELECT count(*) FROM outbox_event_states WHERE status = 'processing'",
                 &[],
             )
             .await
@@ -86,7 +86,7 @@ async fn sigterm_under_load_releases_unsent_and_loses_nothing() {
     assert_eq!(s.count("processing").await, 0, "nothing left processing");
     let charged: i64 = c
         .query_one(
-            "SELECT count(*) FROM outbox_events WHERE status = 'pending' AND attempts > 0",
+            "SELECT count(*) FROM outbox_event_states WHERE status = 'pending' AND attempts > 0",
             &[],
         )
         .await
@@ -152,7 +152,7 @@ async fn grace_period_over_releases_in_flight_events() {
     let c = s.client().await;
     let rows = c
         .query(
-            "SELECT status, attempts FROM outbox_events ORDER BY id",
+            "SELECT status, attempts FROM outbox_event_states ORDER BY id",
             &[],
         )
         .await

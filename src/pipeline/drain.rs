@@ -17,7 +17,7 @@ use super::{Pipeline, dispatch, outcome};
 use crate::{
     backoff,
     bulk::encode::Chunk,
-    event::ClaimedEvent,
+    event::{ClaimedEvent, Held},
     metrics as m,
     store::{self, db_error},
 };
@@ -142,14 +142,14 @@ impl Pipeline {
 
     /// Claimed but unsent (shutdown): released with the attempt refunded.
     async fn release_unsent(&self, mut q: Queue) {
-        let mut unsent: Vec<(i64, i32)> = q
+        let mut unsent: Vec<Held> = q
             .chunks
             .drain(..)
-            .flat_map(|c| c.events.into_iter().map(|(e, _)| (e.id, e.attempts)))
+            .flat_map(|c| c.events.into_iter().map(|(e, _)| e.held()))
             .collect();
         for ahead in q.ahead.drain(..) {
             if let Ok(Some(events)) = ahead.await {
-                unsent.extend(events.iter().map(|e| (e.id, e.attempts)));
+                unsent.extend(events.iter().map(ClaimedEvent::held));
             }
         }
         self.release(&unsent).await;

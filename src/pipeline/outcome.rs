@@ -11,7 +11,7 @@ use crate::{
     bulk::classify::{AckKind, ItemOutcome},
     contract::ErrorReason,
     event::ClaimedEvent,
-    store::outcomes::{Outcomes, Retry},
+    store::outcomes::{Fail, Outcomes, Retry},
 };
 
 /// What becomes of one claimed event.
@@ -73,24 +73,24 @@ pub fn writes(decided: &[(ClaimedEvent, Decision)]) -> Outcomes {
     let mut o = Outcomes::default();
     for (e, d) in decided {
         match d {
-            Decision::Ack(_) | Decision::Superseded => o.ack.push((e.id, e.attempts)),
+            Decision::Ack(_) | Decision::Superseded => o.ack.push(e.held()),
             Decision::Retry {
                 delay,
                 reason,
                 error,
                 counted,
             } => o.retry.push(Retry {
-                id: e.id,
-                attempts: e.attempts,
+                event: e.held(),
                 delay_seconds: delay.as_secs_f64(),
                 reason: reason.clone(),
                 error: error.clone(),
                 counted: *counted,
             }),
-            Decision::Fail { reason, error } => {
-                o.fail
-                    .push((e.id, e.attempts, reason.clone(), error.clone()))
-            }
+            Decision::Fail { reason, error } => o.fail.push(Fail {
+                event: e.held(),
+                reason: reason.clone(),
+                error: error.clone(),
+            }),
         }
     }
     o
@@ -102,7 +102,7 @@ mod tests {
     use crate::{
         bulk::classify::{RequestOutcome, classify_response},
         contract::Op,
-        event::ev,
+        event::{Held, ev},
         reclaim,
         store::reclaim::Stuck,
     };
@@ -284,15 +284,24 @@ mod tests {
             (event(4, 1, 0), Decision::invalid("empty doc_id".into())),
         ];
         let o = writes(&decided);
-        assert_eq!(o.ack, vec![(1, 1), (2, 3)]);
+        let held = |id, attempts| Held {
+            id,
+            attempts,
+            piece: None,
+        };
+        assert_eq!(o.ack, vec![held(1, 1), held(2, 3)]);
         assert_eq!(o.retry.len(), 1);
         let r = &o.retry[0];
-        assert_eq!((r.id, r.attempts, r.counted), (3, 2, false));
+        assert_eq!((r.event, r.counted), (held(3, 2), false));
         assert_eq!(r.delay_seconds, 1.5);
         assert_eq!(r.reason, "too_many_requests");
         assert_eq!(
             o.fail,
-            vec![(4, 1, "invalid_event".into(), "empty doc_id".into())]
+            vec![Fail {
+                event: held(4, 1),
+                reason: "invalid_event".into(),
+                error: "empty doc_id".into()
+            }]
         );
         assert!(writes(&[]).is_empty());
     }

@@ -17,7 +17,7 @@ use crate::{
     backoff,
     bulk::classify::AckKind,
     contract::ErrorReason,
-    event::ClaimedEvent,
+    event::{ClaimedEvent, Held},
     metrics as m,
     store::{
         db_error,
@@ -58,7 +58,10 @@ impl Pipeline {
                 }
             }
         };
-        self.inflight.resolved(decided.iter().map(|(e, _)| e.id));
+        let complete = self
+            .inflight
+            .resolved(decided.iter().map(|(e, _)| e.id), applied.is_some());
+        self.complete(complete).await;
         match applied {
             Some(a) => log_applied(&a, stage),
             None => {
@@ -73,14 +76,15 @@ impl Pipeline {
     }
 
     /// Give claimed events back (shutdown): pending again, the attempt refunded.
-    pub(super) async fn release(&self, events: &[(i64, i32)]) {
+    pub(super) async fn release(&self, events: &[Held]) {
         if events.is_empty() {
             return;
         }
-        match outcomes::release(&self.pool, &self.cfg.worker_id, events).await {
+        let released = match outcomes::release(&self.pool, &self.cfg.worker_id, events).await {
             Ok(ids) => {
                 metrics::counter!(m::RELEASED_TOTAL).increment(ids.len() as u64);
                 info!(count = ids.len(), ids = ?ids, "released claimed events to pending (attempt refunded)");
+                true
             }
             Err(e) => {
                 db_error("release", &e);
@@ -88,9 +92,32 @@ impl Pipeline {
                     count = events.len(),
                     "could not release; the reclaimer will return these events after their lease"
                 );
+                false
             }
+        };
+        let complete = self
+            .inflight
+            .resolved(events.iter().map(|h| h.id), released);
+        self.complete(complete).await;
+    }
+
+    /// Delete the lease rows of pieces whose events are all resolved. A piece already gone
+    /// was reclaimed meanwhile: its acks were late (its events will be sent again, a
+    /// version conflict each, acked). A piece that cannot be deleted expires, and the
+    /// reclaimer returns what it held: sent again, never lost.
+    async fn complete(&self, pieces: Vec<i64>) {
+        if pieces.is_empty() {
+            return;
         }
-        self.inflight.resolved(events.iter().map(|(id, _)| *id));
+        match outcomes::complete_pieces(&self.pool, &self.cfg.worker_id, &pieces).await {
+            Ok(done) if done.len() < pieces.len() => {
+                let late: Vec<i64> = pieces.into_iter().filter(|p| !done.contains(p)).collect();
+                metrics::counter!(m::LATE_ACKS_TOTAL).increment(late.len() as u64);
+                warn!(pieces = ?late, "late completion ignored: the piece's lease was reclaimed meanwhile");
+            }
+            Ok(_) => {}
+            Err(e) => db_error("complete_pieces", &e),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
-//! The claim: up to `limit` eligible events under a lease for this worker (sql/claim.sql),
-//! and the two read-only probes of an idle worker: is anything claimable, when is the next
-//! retry due.
+//! The claim: up to `limit` eligible events under a lease for this worker (sql/claim.sql:
+//! exceptions first, then the log by snapshot windows), and the two read-only probes of an
+//! idle worker: is anything claimable, when is the next retry due.
 
 use std::time::Duration;
 
@@ -20,7 +20,12 @@ pub async fn claim(
     let rows = client
         .query(
             &stmt,
-            &[&projection, &(limit as i64), &owner, &lease.as_secs_f64()],
+            &[
+                &projection,
+                &(limit.min(i32::MAX as usize) as i32),
+                &owner,
+                &lease.as_secs_f64(),
+            ],
         )
         .await?;
     let mut events: Vec<ClaimedEvent> = rows.iter().map(ClaimedEvent::from_row).collect();

@@ -1,6 +1,6 @@
 //! What the running worker reads and writes in the outbox's tables: the claim and the idle
 //! probes (claim.rs), the outcomes and the release (outcomes.rs), the reclaim of stuck
-//! events (reclaim.rs), and the waiting mark of the adaptive trigger (waiting.rs). One
+//! events (reclaim.rs), the log's slots (slots.rs), and the waiting mark of the adaptive trigger (waiting.rs). One
 //! statement per operation, each in `sql/`, each guarded by the state and lease it expects.
 
 use tracing::warn;
@@ -10,6 +10,7 @@ use crate::{db::DbError, metrics as m};
 pub mod claim;
 pub mod outcomes;
 pub mod reclaim;
+pub mod slots;
 pub mod waiting;
 
 /// Count and log a database error of operation `op` (the `op` label of

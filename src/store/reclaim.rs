@@ -1,4 +1,5 @@
-//! The reclaim's two statements: select stuck events (sql/reclaim_select.sql), then return
+//! The reclaim's statements: expired pieces of the log become stuck exceptions
+//! (sql/expand_pieces.sql); then select stuck events (sql/reclaim_select.sql), and return
 //! them to pending or failed as decided per row (sql/reclaim.sql, a compare-and-swap).
 
 use std::time::Duration;
@@ -19,6 +20,16 @@ pub struct Stuck {
     pub attempts: i32,
     pub deferrals: i32,
     pub lease_owner: Option<String>,
+}
+
+/// Pieces whose lease expired (or that process for longer than `max_processing`) become
+/// processing exceptions under the same dead lease, to be reclaimed as any stuck event.
+/// Returns the events expanded.
+pub async fn expand_pieces(client: &Object, max_processing: Duration) -> Result<u64, DbError> {
+    let stmt = client.prepare_cached(sql::EXPAND_PIECES).await?;
+    Ok(client
+        .execute(&stmt, &[&max_processing.as_secs_f64()])
+        .await?)
 }
 
 /// Up to `limit` stuck events, earliest expired lease first.

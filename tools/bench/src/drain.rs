@@ -33,7 +33,7 @@ use crate::{
 
 /// The worker's own claim and ack statements, for the lease loop.
 const CLAIM: &str = include_str!("../../../sql/claim.sql");
-const ACK: &str = include_str!("../../../sql/ack.sql");
+const COMPLETE_PIECES: &str = include_str!("../../../sql/complete_pieces.sql");
 
 /// The session settings the worker's pool connections run with (custom plans, asynchronous
 /// commit); the SQL references run with the same, so they measure the same database work.
@@ -133,7 +133,7 @@ pub async fn insert_backlog(db: &mut Client, index: &str, n: usize) -> anyhow::R
 /// Events still in the outbox.
 pub async fn remaining(db: &Client) -> anyhow::Result<i64> {
     Ok(db
-        .query_one("SELECT count(*) FROM outbox_events", &[])
+        .query_one("SELECT count(*) FROM outbox_event_states", &[])
         .await?
         .get(0))
 }
@@ -291,6 +291,7 @@ fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize)
                 attempts: 1,
                 deferrals: 0,
                 created_epoch: 0.0,
+                piece: None,
             };
             (event, Op::Index)
         })
@@ -309,10 +310,11 @@ fn memchr(needle: &[u8], hay: &[u8]) -> bool {
 /// the worker's own session settings ([`WORKER_SESSION`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlLoop {
-    /// The issue's ceiling: claim+delete in one statement per batch, no lease at all.
+    /// The claim alone: the worker's own claim.sql (a window of the log, one piece per
+    /// read), the pieces never completed; the least database work per event.
     ClaimDelete,
     /// The lease protocol without the worker around it: the worker's own claim.sql, then
-    /// its ack.sql for the claimed rows; two writes per event, like the worker.
+    /// its complete_pieces.sql for the claimed pieces, like the worker for acked events.
     ClaimAck,
 }
 
@@ -346,25 +348,14 @@ async fn sql_loop_in(
     batch: usize,
     clients: usize,
 ) -> anyhow::Result<Run> {
-    const CLAIM_DELETE: &str = "
-        DELETE FROM outbox_events WHERE id IN (
-            SELECT id FROM outbox_events
-            WHERE projection = $2 AND status = 'pending' AND next_retry_at IS NULL
-            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-        RETURNING id, index_name, doc_id, op, payload::text, attempts";
     let mut db = ctx.connect(&schema.url).await?;
     let mut conns = Vec::new();
     // The worker's session settings, the way its pool gets them: in the URL's `options`.
     let url = with_pg_options(&schema.url, WORKER_SESSION);
     for k in 0..clients {
         let c = ctx.connect(&url).await?;
-        let first = c
-            .prepare(match what {
-                SqlLoop::ClaimDelete => CLAIM_DELETE,
-                SqlLoop::ClaimAck => CLAIM,
-            })
-            .await?;
-        let ack = c.prepare(ACK).await?;
+        let first = c.prepare(CLAIM).await?;
+        let ack = c.prepare(COMPLETE_PIECES).await?;
         conns.push((c, first, ack, format!("sql-loop-{k}")));
     }
     insert_backlog(&mut db, &schema.name, n).await?;
@@ -375,51 +366,38 @@ async fn sql_loop_in(
         futures::future::try_join_all(conns.iter().map(|(c, first, ack, owner)| async move {
             let mut total = 0usize;
             loop {
-                let rows = match what {
-                    SqlLoop::ClaimDelete => {
-                        c.query(first, &[&(batch as i64), &DEFAULT_PROJECTION])
-                            .await?
-                    }
-                    SqlLoop::ClaimAck => {
-                        c.query(
-                            first,
-                            &[&DEFAULT_PROJECTION, &(batch as i64), owner, &30.0f64],
-                        )
-                        .await?
-                    }
-                };
+                let rows = c
+                    .query(
+                        first,
+                        &[&DEFAULT_PROJECTION, &(batch as i32), owner, &30.0f64],
+                    )
+                    .await?;
                 if rows.is_empty() {
                     return anyhow::Ok(total);
                 }
                 // Read the rows as a consumer would (the worker decodes every column too).
-                match what {
-                    SqlLoop::ClaimDelete => {
-                        for r in &rows {
-                            let _row: (i64, &str, &str, &str, Option<&str>, i32) =
-                                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-                        }
+                let mut pieces = Vec::with_capacity(2);
+                for r in &rows {
+                    let _event: (&str, &str, &str, Option<&str>, i64) = (
+                        r.get("index_name"),
+                        r.get("doc_id"),
+                        r.get("op"),
+                        r.get("payload"),
+                        r.get("version"),
+                    );
+                    if let Some(p) = r.get::<_, Option<i64>>("piece_id")
+                        && !pieces.contains(&p)
+                    {
+                        pieces.push(p);
                     }
-                    SqlLoop::ClaimAck => {
-                        let mut ids = Vec::with_capacity(rows.len());
-                        let mut attempts = Vec::with_capacity(rows.len());
-                        for r in &rows {
-                            let _event: (&str, &str, &str, Option<&str>, i64) = (
-                                r.get("index_name"),
-                                r.get("doc_id"),
-                                r.get("op"),
-                                r.get("payload"),
-                                r.get("version"),
-                            );
-                            ids.push(r.get::<_, i64>("id"));
-                            attempts.push(r.get::<_, i32>("attempts"));
-                        }
-                        let acked = c.execute(ack, &[&ids, &attempts, owner]).await?;
-                        ensure!(
-                            acked as usize == ids.len(),
-                            "lease loop acked {acked} of {}",
-                            ids.len()
-                        );
-                    }
+                }
+                if what == SqlLoop::ClaimAck {
+                    let done = c.execute(ack, &[&pieces, owner]).await?;
+                    ensure!(
+                        done as usize == pieces.len(),
+                        "lease loop completed {done} of {} pieces",
+                        pieces.len()
+                    );
                 }
                 total += rows.len();
             }

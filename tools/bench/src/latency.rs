@@ -4,8 +4,9 @@
 //! - commit: the producer (this process) inserts each event in its own autocommit statement
 //!   (the producer's contract insert, prepared once per connection) and takes
 //!   the wall clock when the commit has returned;
-//! - ack: a statement-level AFTER DELETE trigger, installed by the bench in the run's schema,
-//!   writes `clock_timestamp()` for every row the worker's ack deletes into an unlogged table.
+//! - ack: statement-level AFTER DELETE triggers, installed by the bench in the run's schema,
+//!   write `clock_timestamp()` for every event whose piece the worker completes (or whose
+//!   exception row its ack deletes) into an unlogged table.
 //!   That time is taken when the ack statement has run, just before its own commit (a WAL
 //!   flush, reported as `insert_ms_p50` on the producer side for scale).
 //!
@@ -41,13 +42,21 @@ use crate::{
 
 const ACK_LOG: &str = "
 CREATE UNLOGGED TABLE bench_acks (id bigint NOT NULL, acked_at float8 NOT NULL);
-CREATE FUNCTION bench_log_acks() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION bench_log_pieces() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_acks
+    SELECT i, extract(epoch FROM clock_timestamp()) FROM gone, unnest(gone.event_ids) AS i;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION bench_log_exceptions() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO bench_acks SELECT id, extract(epoch FROM clock_timestamp()) FROM gone;
     RETURN NULL;
 END $$;
-CREATE TRIGGER bench_log_acks AFTER DELETE ON outbox_events
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bench_log_acks();";
+CREATE TRIGGER bench_log_pieces AFTER DELETE ON outbox_pieces
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bench_log_pieces();
+CREATE TRIGGER bench_log_exceptions AFTER DELETE ON outbox_exceptions
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bench_log_exceptions();";
 
 /// Install the ack log in the schema `db` points at.
 pub async fn install_ack_log(db: &Client) -> anyhow::Result<()> {
@@ -57,7 +66,10 @@ pub async fn install_ack_log(db: &Client) -> anyhow::Result<()> {
 /// Remove the ack log's trigger (before a throughput run in the same schema).
 pub async fn drop_ack_log(db: &Client) -> anyhow::Result<()> {
     Ok(db
-        .batch_execute("DROP TRIGGER IF EXISTS bench_log_acks ON outbox_events")
+        .batch_execute(
+            "DROP TRIGGER IF EXISTS bench_log_pieces ON outbox_pieces;
+             DROP TRIGGER IF EXISTS bench_log_exceptions ON outbox_exceptions",
+        )
         .await?)
 }
 

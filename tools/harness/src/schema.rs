@@ -125,7 +125,7 @@ impl TestSchema {
         self.client()
             .await
             .query_one(
-                "SELECT count(*) FROM outbox_events WHERE status = $1",
+                "SELECT count(*) FROM outbox_event_states WHERE status = $1",
                 &[&status],
             )
             .await
@@ -136,7 +136,7 @@ impl TestSchema {
     pub async fn total(&self) -> i64 {
         self.client()
             .await
-            .query_one("SELECT count(*) FROM outbox_events", &[])
+            .query_one("SELECT count(*) FROM outbox_event_states", &[])
             .await
             .unwrap()
             .get(0)
@@ -149,7 +149,7 @@ impl TestSchema {
         loop {
             let n: i64 = c
                 .query_one(
-                    "SELECT count(*) FROM outbox_events WHERE status <> 'failed'",
+                    "SELECT count(*) FROM outbox_event_states WHERE status <> 'failed'",
                     &[],
                 )
                 .await
@@ -199,7 +199,7 @@ impl TestSchema {
         self.client()
             .await
             .query_opt(
-                "SELECT status, error_reason FROM outbox_events WHERE id = $1",
+                "SELECT status, error_reason FROM outbox_event_states WHERE id = $1",
                 &[&id],
             )
             .await

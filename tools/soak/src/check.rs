@@ -102,7 +102,7 @@ pub async fn outbox(db: &Client, findings: &Findings, v: &mut Verdict) -> anyhow
         .get(0);
     let rows = db
         .query(
-            "SELECT status, count(*) FROM outbox_events GROUP BY status",
+            "SELECT status, count(*) FROM outbox_event_states GROUP BY status",
             &[],
         )
         .await?;
@@ -121,7 +121,7 @@ pub async fn outbox(db: &Client, findings: &Findings, v: &mut Verdict) -> anyhow
     if v.stuck + v.pending > 0 {
         let ids = sample_ids(
             db,
-            "SELECT id FROM outbox_events WHERE status <> 'failed' ORDER BY id",
+            "SELECT id FROM outbox_event_states WHERE status <> 'failed' ORDER BY id",
         )
         .await?;
         findings.violation(format!(
@@ -134,7 +134,7 @@ pub async fn outbox(db: &Client, findings: &Findings, v: &mut Verdict) -> anyhow
 
     for r in db
         .query(
-            "SELECT coalesce(error_reason, '(none)'), count(*) FROM outbox_events
+            "SELECT coalesce(error_reason, '(none)'), count(*) FROM outbox_event_states
              WHERE status = 'failed' GROUP BY 1 ORDER BY 1",
             &[],
         )
@@ -148,7 +148,7 @@ pub async fn outbox(db: &Client, findings: &Findings, v: &mut Verdict) -> anyhow
         .query(
             "SELECT o.id, o.doc_id, coalesce(o.error_reason, '(none)'), left(coalesce(o.error, ''), 300),
                     coalesce(s.expect_fail, '(a good event)'), o.attempts
-             FROM outbox_events o LEFT JOIN soak_events s ON s.event_id = o.id
+             FROM outbox_event_states o LEFT JOIN soak_events s ON s.event_id = o.id
              WHERE o.status = 'failed'
                AND NOT ((s.expect_fail = $1 AND o.error_reason = 'invalid_event')
                      OR (s.expect_fail = $2 AND o.error_reason IN
@@ -184,7 +184,7 @@ pub async fn outbox(db: &Client, findings: &Findings, v: &mut Verdict) -> anyhow
     let bad = db
         .query(
             "SELECT s.event_id, s.doc_id, s.expect_fail, coalesce(o.status, 'acked (row gone)')
-             FROM soak_events s LEFT JOIN outbox_events o ON o.id = s.event_id
+             FROM soak_events s LEFT JOIN outbox_event_states o ON o.id = s.event_id
              WHERE s.expect_fail IS NOT NULL AND o.status IS DISTINCT FROM 'failed'
              ORDER BY s.event_id",
             &[],
@@ -214,7 +214,7 @@ pub async fn outbox(db: &Client, findings: &Findings, v: &mut Verdict) -> anyhow
 
     let strangers: i64 = db
         .query_one(
-            "SELECT count(*) FROM outbox_events o
+            "SELECT count(*) FROM outbox_event_states o
              WHERE NOT EXISTS (SELECT 1 FROM soak_events s WHERE s.event_id = o.id)",
             &[],
         )
@@ -357,7 +357,7 @@ pub async fn documents(
         let n: i64 = db
             .query_one(
                 "SELECT count(*) FROM soak_events s WHERE s.doc_id = $1 AND s.version > $2
-                   AND NOT EXISTS (SELECT 1 FROM outbox_events o WHERE o.id = s.event_id)",
+                   AND NOT EXISTS (SELECT 1 FROM outbox_event_states o WHERE o.id = s.event_id)",
                 &[id, got],
             )
             .await?

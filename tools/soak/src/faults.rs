@@ -307,7 +307,7 @@ impl Chaos {
         let admin = self.t.admin.get().await?;
         let stmt = admin
             .prepare(
-                "SELECT lease_owner, array_agg(id) FROM outbox_events
+                "SELECT lease_owner, array_agg(id) FROM outbox_event_states
                  WHERE status = 'processing' GROUP BY 1 ORDER BY count(*) DESC",
             )
             .await?;
@@ -340,7 +340,7 @@ impl Chaos {
             .get()
             .await?
             .query(
-                "SELECT id FROM outbox_events
+                "SELECT id FROM outbox_event_states
                  WHERE id = ANY($1) AND status = 'processing' AND lease_owner = $2",
                 &[&seen, &worker],
             )
@@ -462,7 +462,7 @@ async fn watch_delivery(db: Arc<Db>, ids: Vec<i64>, clock: Clock, from: f64) -> 
         let left = match db.get().await {
             Ok(c) => c
                 .query_one(
-                    "SELECT count(*) FROM outbox_events WHERE id = ANY($1) AND status <> 'failed'",
+                    "SELECT count(*) FROM outbox_event_states WHERE id = ANY($1) AND status <> 'failed'",
                     &[&ids],
                 )
                 .await

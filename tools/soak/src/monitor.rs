@@ -121,7 +121,7 @@ impl Monitor {
                 "SELECT count(*) FILTER (WHERE status <> 'failed'),
                         coalesce(extract(epoch FROM now() - min(created_at)
                                  FILTER (WHERE status <> 'failed')), 0)::float8
-                 FROM outbox_events",
+                 FROM outbox_event_states",
                 &[],
             )
             .await?;

@@ -1,0 +1,128 @@
+-- outbox_claim: up to p_limit events of p_projection for worker p_owner, under a lease of
+-- p_lease seconds (docs/design.md §6). Called by sql/claim.sql; replaced at every migrate.
+--
+-- 1. The exceptions first: due retries and pending events in outbox_exceptions, each row
+--    leased as before (attempts + 1 is its fencing token). piece_id is null for them.
+-- 2. Then the log, by snapshot windows. The projection's cursor row is locked, so claims of
+--    one projection take turns (each is a few index reads); the current window's events are
+--    taken in (txid, id) order after the cursor. A window that runs short is replaced by
+--    the next one: window_lo := window_hi, window_hi := pg_current_snapshot(). A
+--    transaction still running at window_hi is not in the window: its events belong to a
+--    later one, so ids committing out of order lose nothing. Each read of the log becomes
+--    one piece: one lease row for its events, which carry attempt 1 and the piece_id.
+-- Nothing here updates or deletes a log row, so a long transaction elsewhere leaves
+-- nothing for the next claim to walk.
+CREATE OR REPLACE FUNCTION outbox_claim(p_projection text, p_limit integer, p_owner text,
+                                        p_lease float8)
+RETURNS TABLE (piece_id bigint, id bigint, attempts integer, deferrals integer,
+               created_epoch float8, index_name text, doc_id text, op text, payload text,
+               version bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    taken integer;
+    c outbox_cursors%ROWTYPE;
+    pass integer;
+    w_rows outbox_events[];
+    w_last outbox_events;
+    w_piece bigint;
+BEGIN
+    RETURN QUERY
+    WITH due AS (
+        SELECT x.id FROM outbox_exceptions x
+        WHERE x.projection = p_projection AND x.status = 'pending'
+          AND x.next_retry_at IS NOT NULL AND x.next_retry_at <= now()
+        ORDER BY x.next_retry_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), fresh AS (
+        SELECT x.id FROM outbox_exceptions x
+        WHERE x.projection = p_projection AND x.status = 'pending' AND x.next_retry_at IS NULL
+        ORDER BY x.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT u.id FROM (SELECT due.id FROM due UNION ALL SELECT fresh.id FROM fresh) AS u
+        ORDER BY u.id
+        LIMIT p_limit
+    )
+    UPDATE outbox_exceptions AS e
+    SET status = 'processing',
+        attempts = e.attempts + 1,
+        lease_owner = p_owner,
+        lease_expires_at = now() + make_interval(secs => p_lease),
+        processing_started_at = now(),
+        next_retry_at = NULL
+    FROM picked
+    WHERE e.id = picked.id AND e.status = 'pending'
+    RETURNING NULL::bigint, e.id, e.attempts, e.deferrals,
+              extract(epoch FROM e.created_at)::float8, e.index_name, e.doc_id, e.op,
+              e.payload::text, COALESCE(e.doc_version, e.id);
+    GET DIAGNOSTICS taken = ROW_COUNT;
+
+    IF taken >= p_limit THEN
+        RETURN;
+    END IF;
+
+    SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection FOR UPDATE;
+    IF NOT FOUND THEN
+        -- A projection's first claim: its first window is the whole log ('1:1:' sees no
+        -- transaction at all).
+        INSERT INTO outbox_cursors AS k (projection, window_lo, window_hi)
+        VALUES (p_projection, '1:1:', pg_current_snapshot())
+        ON CONFLICT DO NOTHING;
+        SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection FOR UPDATE;
+    END IF;
+
+    FOR pass IN 1..2 LOOP
+        -- The current window after the cursor: events of transactions running at window_lo
+        -- (its xip list) or starting after it, and visible at window_hi.
+        SELECT array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id)
+          INTO w_rows
+          FROM (
+            SELECT u.* FROM (
+                SELECT l.* FROM outbox_events l
+                WHERE l.projection = p_projection
+                  AND l.txid >= pg_snapshot_xmax(c.window_lo)
+                  AND l.txid < pg_snapshot_xmax(c.window_hi)
+                  AND (l.txid, l.id) > (c.after_txid, c.after_id)
+                  AND pg_visible_in_snapshot(l.txid, c.window_hi)
+                UNION ALL
+                SELECT l.* FROM outbox_events l
+                WHERE l.projection = p_projection
+                  AND l.txid = ANY (ARRAY(SELECT pg_snapshot_xip(c.window_lo)))
+                  AND (l.txid, l.id) > (c.after_txid, c.after_id)
+                  AND pg_visible_in_snapshot(l.txid, c.window_hi)
+            ) AS u
+            ORDER BY u.txid, u.id
+            LIMIT p_limit - taken
+          ) AS w;
+
+        IF w_rows IS NOT NULL THEN
+            INSERT INTO outbox_pieces AS p (projection, lease_owner, lease_expires_at, event_ids)
+            VALUES (p_projection, p_owner, now() + make_interval(secs => p_lease),
+                    ARRAY(SELECT r.id FROM unnest(w_rows) AS r))
+            RETURNING p.piece_id INTO w_piece;
+            w_last := w_rows[cardinality(w_rows)];
+            c.after_txid := w_last.txid;
+            c.after_id := w_last.id;
+            RETURN QUERY
+            SELECT w_piece, r.id, 1, 0, extract(epoch FROM r.created_at)::float8,
+                   r.index_name, r.doc_id, r.op, r.payload::text, COALESCE(r.doc_version, r.id)
+            FROM unnest(w_rows) AS r;
+            taken := taken + cardinality(w_rows);
+        END IF;
+
+        EXIT WHEN taken >= p_limit OR pass = 2;
+        -- The window ran short: the next one starts where it ended.
+        c.window_lo := c.window_hi;
+        c.window_hi := pg_current_snapshot();
+        c.after_txid := '0';
+        c.after_id := 0;
+    END LOOP;
+
+    UPDATE outbox_cursors AS k
+    SET window_lo = c.window_lo, window_hi = c.window_hi,
+        after_txid = c.after_txid, after_id = c.after_id
+    WHERE k.projection = p_projection;
+END
+$$;

@@ -1,0 +1,45 @@
+-- The outbox's states as operators ask for them (docs/design.md §6); replaced at every
+-- migrate. stats, the sampler and the runbook's SQL read these.
+
+-- outbox_log_pending: log events no claim has taken yet. For a projection with a cursor:
+-- not visible in its window_lo, and not already taken from the current window (visible in
+-- window_hi at or before the cursor). Rows below window_lo's xmin are all claimed, so only
+-- the log's tail is read. A projection that never claimed: all of its events.
+CREATE OR REPLACE VIEW outbox_log_pending AS
+SELECT l.*
+FROM outbox_events AS l
+JOIN outbox_cursors AS c USING (projection)
+WHERE l.txid >= pg_snapshot_xmin(c.window_lo)
+  AND NOT pg_visible_in_snapshot(l.txid, c.window_lo)
+  AND NOT (pg_visible_in_snapshot(l.txid, c.window_hi)
+           AND (l.txid, l.id) <= (c.after_txid, c.after_id))
+UNION ALL
+SELECT l.*
+FROM outbox_events AS l
+WHERE NOT EXISTS (SELECT 1 FROM outbox_cursors AS c WHERE c.projection = l.projection);
+
+-- outbox_event_states: one row per event not yet delivered or failed, with the columns of
+-- the old single table (schema 0002): pending log events, log events in a piece
+-- (processing under the piece's lease, attempt 1), and the exceptions as they are.
+CREATE OR REPLACE VIEW outbox_event_states AS
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version,
+       'pending'::text AS status, 0 AS attempts, 0 AS deferrals,
+       NULL::timestamptz AS next_retry_at, NULL::text AS lease_owner,
+       NULL::timestamptz AS lease_expires_at, NULL::timestamptz AS processing_started_at,
+       NULL::text AS error_reason, NULL::text AS error, 0 AS replay_count,
+       l.created_at, NULL::timestamptz AS failed_at
+FROM outbox_log_pending AS l
+UNION ALL
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version,
+       'processing', 1, 0, NULL, p.lease_owner, p.lease_expires_at, p.processing_started_at,
+       NULL, NULL, 0, l.created_at, NULL
+FROM outbox_pieces AS p
+CROSS JOIN unnest(p.event_ids) AS i(id)
+JOIN outbox_events AS l ON l.id = i.id
+WHERE NOT EXISTS (SELECT 1 FROM outbox_exceptions AS x WHERE x.id = i.id)
+UNION ALL
+SELECT x.id, x.projection, x.index_name, x.doc_id, x.op, x.payload, x.doc_version,
+       x.status, x.attempts, x.deferrals, x.next_retry_at, x.lease_owner,
+       x.lease_expires_at, x.processing_started_at, x.error_reason, x.error, x.replay_count,
+       x.created_at, x.failed_at
+FROM outbox_exceptions AS x;
