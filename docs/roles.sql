@@ -14,6 +14,10 @@ GRANT USAGE ON SEQUENCE outbox_pieces_piece_id_seq TO :"worker";
 GRANT SELECT ON outbox_log_pending, outbox_event_states TO :"worker";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_waiting_workers TO :"worker";
 GRANT SELECT ON outbox_replay_audit TO :"worker";
+-- Other roles' snapshots in pg_stat_activity (backend_xmin, backend_xid, xact_start), for
+-- outbox_db_oldest_xmin_age_*{kind="backend"}: without it the worker sees only its own
+-- role's sessions, and a report run by another role holds cleanup back unseen.
+GRANT pg_read_all_stats TO :"worker";
 
 -- The operator (stats, replay, audit): read everything, move failed events, write audit rows.
 GRANT USAGE ON SCHEMA :"schema" TO :"operator";

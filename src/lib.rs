@@ -20,6 +20,7 @@
 //! - `reclaim`   the reclaimer of stuck events
 //! - `backoff`   one retry delay for every path that retries an event
 //! - `sampler`   the database-wide gauges
+//! - `horizon`   what holds back cleanup: dead tuples, the oldest xmin by holder
 //! - `event`, `db`, `tls`, `sql`, `error_chain`
 //!
 //! The `testing` feature makes those internal modules public, undocumented, for the
@@ -53,6 +54,7 @@ internal!(
     db,
     error_chain,
     event,
+    horizon,
     listener,
     pipeline,
     reclaim,

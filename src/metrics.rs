@@ -15,6 +15,10 @@ pub const OLDEST_AGE_SECONDS: &str = "outbox_oldest_age_seconds";
 pub const INFLIGHT_EVENTS: &str = "outbox_inflight_events";
 pub const STUCK_PROCESSING_EVENTS: &str = "outbox_stuck_processing_events";
 pub const FAILED_EVENTS: &str = "outbox_failed_events";
+// What holds back cleanup in the database (horizon.rs, sampled with the gauges above).
+pub const DB_DEAD_TUPLES: &str = "outbox_db_dead_tuples";
+pub const DB_OLDEST_XMIN_AGE_SECONDS: &str = "outbox_db_oldest_xmin_age_seconds";
+pub const DB_OLDEST_XMIN_AGE_XIDS: &str = "outbox_db_oldest_xmin_age_xids";
 // Counters of what this worker did.
 pub const RETRY_SCHEDULED_TOTAL: &str = "outbox_retry_scheduled_total";
 pub const TERMINAL_FAILED_TOTAL: &str = "outbox_terminal_failed_total";
@@ -33,6 +37,7 @@ pub const LOG_TRUNCATIONS_TOTAL: &str = "outbox_log_truncations_total";
 // Histograms.
 pub const BULK_DURATION_SECONDS: &str = "outbox_bulk_duration_seconds";
 pub const END_TO_END_SECONDS: &str = "outbox_end_to_end_seconds";
+pub const CLAIM_DURATION_SECONDS: &str = "outbox_claim_duration_seconds";
 // This worker's state.
 pub const LISTEN_CONNECTED: &str = "outbox_listen_connected";
 pub const WORKER_INFLIGHT_EVENTS: &str = "outbox_worker_inflight_events";
@@ -42,13 +47,102 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// A claim takes a fraction of a millisecond when its index is clean; seconds when it
+/// wades through dead tuples or waits on locks.
+const CLAIM_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Install the global recorder; the handle renders `/metrics`.
 pub fn install() -> PrometheusHandle {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .expect("valid buckets")
+        // A full match wins over the suffix.
+        .set_buckets_for_metric(Matcher::Full(CLAIM_DURATION_SECONDS.into()), CLAIM_BUCKETS)
+        .expect("valid buckets")
         .install_recorder()
-        .expect("metrics recorder installed once")
+        .expect("metrics recorder installed once");
+    describe();
+    handle
+}
+
+/// The `# HELP` line of each metric (runbook §6.1 says more).
+fn describe() {
+    use metrics::{
+        describe_counter as counter, describe_gauge as gauge, describe_histogram as histogram,
+    };
+    gauge!(
+        LAG_EVENTS,
+        "Undelivered events (pending + processing), database-wide"
+    );
+    gauge!(
+        OLDEST_AGE_SECONDS,
+        "Age of the oldest undelivered event, from created_at"
+    );
+    gauge!(INFLIGHT_EVENTS, "Processing events, database-wide");
+    gauge!(
+        STUCK_PROCESSING_EVENTS,
+        "Processing events whose lease expired or that exceeded max processing"
+    );
+    gauge!(FAILED_EVENTS, "Events in the terminal failed pile");
+    gauge!(
+        DB_DEAD_TUPLES,
+        "n_dead_tup of each outbox table of the worker's schema, partitions included"
+    );
+    gauge!(
+        DB_OLDEST_XMIN_AGE_SECONDS,
+        "Age of the oldest xmin holding back cleanup in this database, by holder kind (0: none)"
+    );
+    gauge!(
+        DB_OLDEST_XMIN_AGE_XIDS,
+        "Transactions since the oldest xmin holding back cleanup in this database, by holder kind"
+    );
+    counter!(
+        RETRY_SCHEDULED_TOTAL,
+        "Retries this worker scheduled, by reason"
+    );
+    counter!(
+        TERMINAL_FAILED_TOTAL,
+        "Events this worker moved to failed, by reason"
+    );
+    counter!(CLAIMED_TOTAL, "Events this worker claimed");
+    counter!(ACKED_TOTAL, "Events this worker acked, by kind");
+    counter!(
+        SUPERSEDED_TOTAL,
+        "Events acked because a newer version of their document was in the same claim"
+    );
+    counter!(
+        RECLAIMED_TOTAL,
+        "Stuck events this worker's reclaimer returned, by destination"
+    );
+    counter!(RELEASED_TOTAL, "Claimed events released unsent at shutdown");
+    counter!(REPLAYED_TOTAL, "Events replayed, from the audit trail");
+    counter!(
+        LATE_ACKS_TOTAL,
+        "Outcome writes refused because the lease had moved on (fencing)"
+    );
+    counter!(BULK_REQUESTS_TOTAL, "_bulk requests, by result");
+    counter!(
+        ENGINE_AUTH_ERRORS_TOTAL,
+        "401/403 answers from the engine, by reason"
+    );
+    counter!(DB_ERRORS_TOTAL, "Database errors, by operation");
+    counter!(WAKES_TOTAL, "Wakes of the drain, by source");
+    histogram!(BULK_DURATION_SECONDS, "Duration of one _bulk request");
+    histogram!(END_TO_END_SECONDS, "Insert to ack latency of acked events");
+    histogram!(
+        CLAIM_DURATION_SECONDS,
+        "Duration of one claim, including its wait for a pool connection"
+    );
+    gauge!(
+        LISTEN_CONNECTED,
+        "Whether the LISTEN connection is up (1) or not (0)"
+    );
+    gauge!(
+        WORKER_INFLIGHT_EVENTS,
+        "Events this worker claimed and has not yet resolved"
+    );
 }
 
 /// What `/readyz` needs to know, shared with the listener.

@@ -1,12 +1,13 @@
 //! The database-wide gauges (lag, oldest age, in flight, stuck, failed), sampled
-//! periodically with one cheap query over the partial indexes (sql/sample_gauges.sql).
+//! periodically with one cheap query over the partial indexes (sql/sample_gauges.sql), and
+//! with them what holds back cleanup (horizon.rs).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, db::DbError, metrics as m, sql};
+use crate::{config::Config, db::DbError, horizon, metrics as m, sql};
 
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -59,7 +60,16 @@ async fn estimate(client: &deadpool_postgres::Client, explain: &str) -> Result<i
     Ok(plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as i64)
 }
 
+async fn sample_horizon(
+    pool: &Pool,
+    clock: &mut horizon::XidClock,
+) -> Result<horizon::Horizon, DbError> {
+    horizon::sample(&pool.get().await?, clock).await
+}
+
 pub async fn run(cfg: Arc<Config>, pool: Pool, shutdown: CancellationToken) {
+    let mut clock = horizon::XidClock::default();
+    let mut tables = BTreeSet::new();
     loop {
         match sample(&pool, &cfg).await {
             Ok(g) => {
@@ -71,6 +81,26 @@ pub async fn run(cfg: Arc<Config>, pool: Pool, shutdown: CancellationToken) {
                 metrics::counter!(m::REPLAYED_TOTAL).absolute(g.replayed_events as u64);
             }
             Err(e) => crate::store::db_error("sample_gauges", &e),
+        }
+        match sample_horizon(&pool, &mut clock).await {
+            Ok(h) => {
+                // A table gone (a dropped partition) keeps a zero series until the process
+                // ends: the recorder cannot remove one series.
+                for gone in horizon::vanished(&tables, &h.dead_tuples) {
+                    metrics::gauge!(m::DB_DEAD_TUPLES, "table" => gone.to_string()).set(0.0);
+                }
+                for (table, n) in &h.dead_tuples {
+                    metrics::gauge!(m::DB_DEAD_TUPLES, "table" => table.clone()).set(*n as f64);
+                }
+                tables = h.dead_tuples.into_iter().map(|(t, _)| t).collect();
+                for (kind, o) in h.oldest {
+                    metrics::gauge!(m::DB_OLDEST_XMIN_AGE_SECONDS, "kind" => kind.label())
+                        .set(o.seconds);
+                    metrics::gauge!(m::DB_OLDEST_XMIN_AGE_XIDS, "kind" => kind.label())
+                        .set(o.xids as f64);
+                }
+            }
+            Err(e) => crate::store::db_error("sample_horizon", &e),
         }
         tokio::select! {
             _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}

@@ -331,3 +331,128 @@ async fn gauges_are_exact_when_small_and_estimated_when_huge() {
         g.failed_events
     );
 }
+
+/// The gauge's value on a page, polling the worker until `ok` holds (samples come every
+/// 5 s); the last value seen if it never does within `timeout`.
+async fn gauge_until(
+    w: &harness::WorkerProcess,
+    series: &str,
+    timeout: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let start = Instant::now();
+    loop {
+        let v = w.metric(series).await;
+        if ok(v) || start.elapsed() > timeout {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What holds back cleanup shows on /metrics: a REPEATABLE READ transaction that read an
+/// unrelated table, held while the worker drains, is the backend kind's oldest xmin, and its
+/// age grows with it; the outbox's tables (and only those) have dead-tuple series; claims
+/// are timed in their own buckets.
+#[tokio::test]
+async fn a_held_snapshot_shows_as_the_oldest_xmin_and_dead_tuples_are_sampled() {
+    let engine = Engine::new();
+    let s = TestSchema::new("horizon", NotifyMode::Adaptive).await;
+    let setup = s.client().await;
+    setup
+        .batch_execute("CREATE TABLE report_data (n int); INSERT INTO report_data VALUES (1)")
+        .await
+        .unwrap();
+
+    // The report: a snapshot taken by reading another table, then held. Its xact_start
+    // lies between these two instants, which bound its age.
+    let report = s.client().await;
+    let before_begin = Instant::now();
+    report
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM report_data")
+        .await
+        .unwrap();
+    let held_since = Instant::now();
+
+    let mut w = harness::WorkerProcess::spawn(&s.env(), &[]);
+    w.wait_ready().await.unwrap();
+    let index = harness::unique("ops_horizon");
+    let events: Vec<NewEvent> = (0..200)
+        .map(|i| NewEvent::index(&index, format!("d{i}"), json!({"n": i})))
+        .collect();
+    s.insert(&events).await;
+    let start = Instant::now();
+    while engine.count(&index).await < 200 {
+        assert!(start.elapsed() < Duration::from_secs(30), "not drained");
+        w.check_running().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A sample lags by up to its interval (5 s) plus the query; 6 s covers both. Other
+    // sessions of the shared database may hold older snapshots, so the gauge is bounded
+    // below by the report's age, not equal to it.
+    const LAG: f64 = 6.0;
+    let backend = r#"outbox_db_oldest_xmin_age_seconds{kind="backend"}"#;
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(held_since.elapsed())).await;
+    let floor = held_since.elapsed().as_secs_f64() - LAG;
+    let first = gauge_until(&w, backend, Duration::from_secs(10), |v| v >= floor).await;
+    let report_at_most = before_begin.elapsed().as_secs_f64();
+    assert!(
+        first > 0.0 && first >= floor,
+        "{backend} = {first}, held {floor} + {LAG} s"
+    );
+    // Held 8 s longer, it is older.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let floor = held_since.elapsed().as_secs_f64() - LAG;
+    let second = gauge_until(&w, backend, Duration::from_secs(10), |v| v >= floor).await;
+    assert!(
+        second >= floor,
+        "{backend} = {second}, held {floor} + {LAG} s"
+    );
+    // Unless something older than the report was the oldest at first (and has ended).
+    assert!(
+        second > first || first > report_at_most,
+        "{backend} did not grow: {first} then {second}"
+    );
+    // The report's xmin predates the 200 inserts' xids.
+    let xids = w
+        .metric(r#"outbox_db_oldest_xmin_age_xids{kind="backend"}"#)
+        .await;
+    assert!(xids >= 1.0, "xid age {xids}");
+
+    let page = w.scrape().await.unwrap();
+    for kind in ["backend", "replication_slot", "prepared_transaction"] {
+        let series = format!(r#"outbox_db_oldest_xmin_age_seconds{{kind="{kind}"}}"#);
+        assert!(page.contains(&series), "{series} missing:\n{page}");
+    }
+    // Dead tuples: one series per outbox table of the worker's schema, nothing else.
+    let tables: Vec<String> = harness::prom::samples(&page)
+        .filter_map(|(series, _)| {
+            let rest = series.strip_prefix("outbox_db_dead_tuples{table=\"")?;
+            Some(rest.split('"').next()?.to_string())
+        })
+        .collect();
+    assert!(
+        tables.iter().any(|t| t == "outbox_events"),
+        "no dead-tuple series of outbox_events: {tables:?}"
+    );
+    assert!(
+        tables.iter().all(|t| t.starts_with("outbox_")),
+        "{tables:?}"
+    );
+    // Claims timed in the claim's own buckets (the first is 0.25 ms).
+    assert!(
+        page.contains(r#"outbox_claim_duration_seconds_bucket{le="0.00025"}"#),
+        "claim buckets missing:\n{page}"
+    );
+    assert!(harness::prom::sum(&page, "outbox_claim_duration_seconds_count") >= 1.0);
+
+    report.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        w.stop(Duration::from_secs(15))
+            .await
+            .unwrap()
+            .map(|s| s.success()),
+        Some(true)
+    );
+}

@@ -7,7 +7,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt, stream};
@@ -169,6 +169,7 @@ impl Pipeline {
     async fn claim_with_retry(&self, limit: usize) -> Option<Vec<ClaimedEvent>> {
         let mut delays = backoff::in_process(Duration::from_millis(50), Duration::from_secs(5));
         loop {
+            let started = Instant::now();
             let claimed = store::claim::claim(
                 &self.pool,
                 &self.cfg.projection,
@@ -177,6 +178,7 @@ impl Pipeline {
                 self.cfg.lease,
             )
             .await;
+            metrics::histogram!(m::CLAIM_DURATION_SECONDS).record(started.elapsed());
             match claimed {
                 Ok(events) => {
                     if !events.is_empty() {
