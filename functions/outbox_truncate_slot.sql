@@ -8,7 +8,7 @@
 -- TRUNCATE needs the slot's ACCESS EXCLUSIVE lock, and only that slot's: producers write
 -- into the active slot, so they are never blocked. A session that has read the log and
 -- sits idle in its transaction holds a lock on every slot; the wait for it ends after
--- p_lock_timeout, and the slot waits for a later pass (runbook §7.7).
+-- p_lock_timeout, and the slot waits for a later pass (runbook §7.6).
 -- SECURITY DEFINER: the worker's role needs no ownership of the log.
 CREATE OR REPLACE FUNCTION outbox_truncate_slot(p_slot integer, p_lock_timeout text)
 RETURNS text

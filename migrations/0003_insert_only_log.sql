@@ -8,7 +8,7 @@
 -- over. So a long transaction elsewhere in the database no longer slows the claim (no dead
 -- tuples to walk) and no longer bloats the outbox.
 --
--- Upgrade (runbook §5.6): this runs in migrate's transaction. It refuses while workers of
+-- Upgrade (runbook §5.5): this runs in migrate's transaction. It refuses while workers of
 -- the old version hold live leases; with them stopped (SIGTERM releases their work), every
 -- row of the old table moves into outbox_exceptions with its state, attempts, lease and
 -- error unchanged, so nothing is lost or sent again. Old workers still running afterwards

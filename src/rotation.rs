@@ -69,7 +69,7 @@ pub async fn run(pool: Pool, shutdown: CancellationToken) {
                     warn!(
                         slot,
                         lock_timeout = LOCK_TIMEOUT,
-                        "log slot not truncated: its lock is held (a session that read the log is still in its transaction; runbook §7.7)"
+                        "log slot not truncated: its lock is held (a session that read the log is still in its transaction; runbook §7.6)"
                     );
                 }
                 other => debug!(slot, result = other.as_str(), "log slot kept"),
