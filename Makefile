@@ -5,7 +5,7 @@
 #   make test         every test against the real PostgreSQL and the real engine (CI runs this)
 #   make bench        the criterion benches, then the end-to-end bench (target/bench/report.json)
 #   make bench-quick  the end-to-end bench at CI size
-#   make labs         the runbook's failure labs v1-v4 (full size)
+#   make labs         the runbook's failure labs v1-v4 and the long-transaction lab (full size)
 #   make soak         the chaos soak (target/soak/report.json)
 #   make stop         stops PostgreSQL and the engine
 .PHONY: demo test labs bench bench-quick soak services stop lint build

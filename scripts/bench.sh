@@ -4,11 +4,14 @@
 # one summary line. Works from a fresh checkout: builds, installs and starts what it needs
 # (scripts/deps.sh, scripts/services.sh, which also creates the `outbox_bench` database).
 #
-#   scripts/bench.sh            criterion benches, then the full end-to-end run (~15 min on 2 cores)
-#   scripts/bench.sh --quick    end-to-end only, sized for CI (a few minutes); the criterion
+#   scripts/bench.sh            criterion benches, then the full end-to-end run (~15 min on 2 cores,
+#                               plus the held-snapshot scenario: 1M events churned per arm, 2 pairs,
+#                               each arm stopped after 15 min)
+#   scripts/bench.sh --quick    end-to-end only, sized for CI (a few minutes, of which the
+#                               held-snapshot scenario, 300k events per arm, takes ~5); the criterion
 #                               benches need their own build of every crate (bench profile with
 #                               dev-dependency features), >10 min on 2 cores, so quick skips them
-#   Any other argument goes to outbox-bench (e.g. --only drain,latency --pairs 3).
+#   Any other argument goes to outbox-bench (e.g. --only drain,latency --pairs 3, or --only held).
 #
 # Environment: CARGO_TARGET_DIR (where the binaries are); CRITERION=0 or 1 to skip or force
 # the criterion benches (default: 1 in full mode, 0 with --quick).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The runbook's regression entry: labs v1-v4 and the PostgreSQL faults, at full size,
+# The runbook's regression entry: labs v1-v4, the PostgreSQL faults and the long analytics
+# transactions (10 min at 800 events/s under three overlapping 120 s snapshots), at full size,
 # against the real services, one line of figures per scenario at the end. Installs and
 # starts what it needs (lab v2 puts nginx in front of the engine), so it runs first too.
 #   LABS_SCALE=ci scripts/labs.sh   runs them at CI size (as `make test` does)

@@ -61,10 +61,10 @@ fn document(g: i64) -> serde_json::Value {
 }
 
 /// Events per insert statement of a backlog: the client holds one batch at a time.
-const INSERT_BATCH: i64 = 10_000;
+pub const INSERT_BATCH: i64 = 10_000;
 
 /// Events `from..=to` of a backlog for `index`.
-fn backlog_events(index: &str, from: i64, to: i64) -> Vec<NewEvent> {
+pub fn backlog_events(index: &str, from: i64, to: i64) -> Vec<NewEvent> {
     (from..=to)
         .map(|g| NewEvent::index(index, g.to_string(), document(g)))
         .collect()

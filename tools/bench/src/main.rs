@@ -10,6 +10,7 @@
 //! 4. what the insert trigger costs producers, per notify mode (trigger.rs)
 //! 5. the worker's peak RSS under load (every worker run above)
 //! 6. a sweep of bulk size x concurrency (sweep.rs)
+//! 7. drain and latency under a held snapshot vs without it (held.rs)
 //!
 //! It starts and stops worker processes of the real binary (worker.rs), each in a fresh
 //! schema of the bench database, writes `target/bench/report.json` and `report.svg`, and
@@ -17,6 +18,7 @@
 
 mod ctx;
 mod drain;
+mod held;
 mod latency;
 mod plot;
 mod stats;
@@ -47,6 +49,7 @@ enum Scenario {
     Latency,
     Trigger,
     Sweep,
+    Held,
 }
 
 #[derive(Parser, Debug)]
@@ -125,6 +128,15 @@ struct Params {
     sweep_rate: f64,
     sweep_latency_seconds: f64,
     sweep_passes: usize,
+    /// Held snapshot: A/B pairs (held vs no hold), rounds per arm and events per round.
+    held_pairs: usize,
+    held_rounds: usize,
+    held_round_events: usize,
+    /// Wall seconds after which a drain arm stops short of its rounds (and misses the goal).
+    held_arm_budget_seconds: u64,
+    /// Held snapshot latency: events drained before the measurement, in each arm.
+    held_latency_churn: usize,
+    held_latency_rate: f64,
 }
 
 impl Params {
@@ -151,6 +163,12 @@ impl Params {
                 sweep_rate: 1000.0,
                 sweep_latency_seconds: 4.0,
                 sweep_passes: 1,
+                held_pairs: 2,
+                held_rounds: 6,
+                held_round_events: 50_000,
+                held_arm_budget_seconds: 360,
+                held_latency_churn: 50_000,
+                held_latency_rate: 1000.0,
             }
         } else {
             Params {
@@ -174,6 +192,12 @@ impl Params {
                 sweep_rate: 1000.0,
                 sweep_latency_seconds: 4.0,
                 sweep_passes: 2,
+                held_pairs: 2,
+                held_rounds: 20,
+                held_round_events: 50_000,
+                held_arm_budget_seconds: 900,
+                held_latency_churn: 200_000,
+                held_latency_rate: 1000.0,
             }
         }
     }
@@ -284,6 +308,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
     let params = Params {
         pairs: args.pairs.unwrap_or(params.pairs),
+        held_pairs: args.pairs.unwrap_or(params.held_pairs),
         ..params
     };
     let base = Spec {
@@ -316,7 +341,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ));
 
     // The engine's JIT and every cache warm up on an untimed load first.
-    if wanted(Scenario::Drain) || wanted(Scenario::Sweep) || wanted(Scenario::Latency) {
+    if wanted(Scenario::Drain)
+        || wanted(Scenario::Sweep)
+        || wanted(Scenario::Latency)
+        || wanted(Scenario::Held)
+    {
         let docs = drain::documents(&ctx, 10_000).await?;
         let _ = drain::raw_bulk(
             &ctx,
@@ -371,6 +400,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if wanted(Scenario::Sweep) {
         let t = Instant::now();
         record("sweep", t, sweep_figure(&ctx, &params, &base, &rep).await);
+    }
+    if wanted(Scenario::Held) {
+        let t = Instant::now();
+        record("held", t, held_figure(&ctx, &params, &base, &rep).await);
     }
     let mut report = rep.into_inner();
 
@@ -736,6 +769,220 @@ async fn sweep_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> an
     Ok(())
 }
 
+/// Figure 7: drain and latency under a held snapshot vs the same without it (issue 12).
+async fn held_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> anyhow::Result<()> {
+    // The database path alone, as the issue measures it: what the hold slows is the claim.
+    let null = Spec {
+        null_sink: true,
+        ..base.clone()
+    };
+    let (rounds, n) = (p.held_rounds, p.held_round_events);
+    let churn = held::Churn {
+        rounds,
+        round_events: n,
+        budget: std::time::Duration::from_secs(p.held_arm_budget_seconds),
+    };
+    let mut pairs = Vec::new();
+    let mut ratios = Vec::new();
+    let (mut free_arms, mut held_arms) = (Vec::new(), Vec::new());
+    for i in 0..p.held_pairs {
+        // No hold first, then held; the next pair the other way round.
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut got: [Option<held::DrainArm>; 2] = [None, None];
+        for is_held in order {
+            let what = if is_held {
+                "held drain arm"
+            } else {
+                "no-hold drain arm"
+            };
+            let arm = twice(what, || held::drain_arm(ctx, &null, is_held, churn)).await?;
+            let (first, last) = (&arm.rounds[0], &arm.rounds[arm.rounds.len() - 1]);
+            progress(&format!(
+                "held pair {}/{}, {}: {} events in {} rounds{}, {:.0} ev/s (round 1 {:.0}, round {} {:.0}), dead tuples {}",
+                i + 1,
+                p.held_pairs,
+                if is_held { "held" } else { "no hold" },
+                arm.events,
+                arm.rounds.len(),
+                if arm.cut_short {
+                    " (cut short by the time budget)"
+                } else {
+                    ""
+                },
+                arm.events_per_s,
+                first.events_per_s,
+                arm.rounds.len(),
+                last.events_per_s,
+                arm.dead_tuples
+            ));
+            rep.borrow_mut().rss.push(("held", arm.worker.peak_rss_mib));
+            got[usize::from(is_held)] = Some(arm);
+        }
+        let [Some(free), Some(held)] = got else {
+            unreachable!("both arms ran")
+        };
+        // Over the rounds both arms ran (the held arm may have been cut short).
+        let k = held.rounds.len().min(free.rounds.len());
+        let rate = |a: &held::DrainArm| {
+            let secs: f64 = a.rounds[..k].iter().map(|r| r.seconds).sum();
+            (k * n) as f64 / secs.max(1e-9)
+        };
+        let ratio = rate(&held) / rate(&free);
+        progress(&format!(
+            "held pair {}/{}: held {:.0} ev/s, no hold {:.0} ev/s, ratio {ratio:.3}",
+            i + 1,
+            p.held_pairs,
+            held.events_per_s,
+            free.events_per_s
+        ));
+        ratios.push(ratio);
+        pairs.push(json!({
+            "pair": i, "held_first": i % 2 == 1, "ratio": round3(ratio),
+            "no_hold": free.clone(), "held": held.clone(),
+        }));
+        free_arms.push(free);
+        held_arms.push(held);
+    }
+    // Each round's rate, the median over the pairs: the trend over the churn.
+    let per_round = |arms: &[held::DrainArm]| -> Vec<f64> {
+        (0..rounds)
+            .filter_map(|r| {
+                let v: Vec<f64> = arms
+                    .iter()
+                    .filter_map(|a| a.rounds.get(r).map(|x| x.events_per_s))
+                    .collect();
+                stats::median(&v).map(f64::round)
+            })
+            .collect()
+    };
+    let (free_rounds, held_rounds) = (per_round(&free_arms), per_round(&held_arms));
+    let eps = |arms: &[held::DrainArm]| {
+        stats::median(&arms.iter().map(|a| a.events_per_s).collect::<Vec<_>>()).map(f64::round)
+    };
+    let worst_dead = |arms: &[held::DrainArm]| arms.iter().max_by_key(|a| a.dead_tuples).cloned();
+    {
+        let mut rep = rep.borrow_mut();
+        rep.spread("held_snapshot_drain_ratio", Spread::of(&ratios));
+        rep.set(
+            "held_snapshot_churn_events",
+            held_arms.iter().chain(&free_arms).map(|a| a.events).min(),
+        );
+        rep.set("held_snapshot_drain_events_per_s", eps(&held_arms));
+        rep.set("held_snapshot_no_hold_drain_events_per_s", eps(&free_arms));
+        rep.set(
+            "held_snapshot_round_events_per_s_first",
+            held_rounds.first(),
+        );
+        rep.set("held_snapshot_round_events_per_s_last", held_rounds.last());
+        rep.set(
+            "held_snapshot_no_hold_round_events_per_s_first",
+            free_rounds.first(),
+        );
+        rep.set(
+            "held_snapshot_no_hold_round_events_per_s_last",
+            free_rounds.last(),
+        );
+        if let Some(a) = worst_dead(&held_arms) {
+            rep.set("held_snapshot_dead_tuples", a.dead_tuples);
+            rep.set(
+                "held_snapshot_dead_tuples_by_table",
+                &a.dead_tuples_by_table,
+            );
+            rep.set(
+                "held_snapshot_dead_tuples_before_vacuum",
+                a.dead_tuples_before_vacuum,
+            );
+        }
+        if let Some(a) = worst_dead(&free_arms) {
+            rep.set("held_snapshot_no_hold_dead_tuples", a.dead_tuples);
+        }
+    }
+
+    // Latency: the latency scenario's measurement, after a churn, with and without the hold.
+    let rate = p.held_latency_rate;
+    let (mut free_lat, mut held_lat) = (Vec::new(), Vec::new());
+    for i in 0..p.held_pairs {
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for is_held in order {
+            let arm = twice("held latency arm", || {
+                held::latency_arm(
+                    ctx,
+                    base,
+                    is_held,
+                    p.held_latency_churn,
+                    rate,
+                    p.latency_seconds,
+                    p.latency_warmup_seconds,
+                )
+            })
+            .await?;
+            let r = &arm.run;
+            progress(&format!(
+                "held latency pair {}/{}, {}: churn {} events at {:.0} ev/s, then at {rate}/s: p50 {:.2} ms, p99 {:.2} ms over {} events, {} lost, dead tuples {}",
+                i + 1,
+                p.held_pairs,
+                if is_held { "held" } else { "no hold" },
+                arm.churn_events,
+                arm.churn_events_per_s,
+                r.p50_ms,
+                r.p99_ms,
+                r.measured_events,
+                r.lost,
+                arm.dead_tuples
+            ));
+            if let Some(u) = &r.worker {
+                rep.borrow_mut().rss.push(("held", u.peak_rss_mib));
+            }
+            ensure!(r.lost == 0, "{} events never acked at {rate}/s", r.lost);
+            if is_held {
+                held_lat.push(arm);
+            } else {
+                free_lat.push(arm);
+            }
+        }
+    }
+    let mut rep = rep.borrow_mut();
+    for (prefix, arms) in [
+        ("held_snapshot", &held_lat),
+        ("held_snapshot_no_hold", &free_lat),
+    ] {
+        let mut all: Vec<f64> = arms
+            .iter()
+            .flat_map(|a| a.run.samples.iter().copied())
+            .collect();
+        all.sort_by(f64::total_cmp);
+        for (q, name) in [(0.50, "p50"), (0.95, "p95"), (0.99, "p99")] {
+            rep.set(
+                &format!("{prefix}_latency_{name}_ms_at_{rate}"),
+                outbox_harness::percentile(&all, q).map(round3),
+            );
+        }
+    }
+    rep.set(
+        "held",
+        json!({
+            "definition": "two arms in fresh schemas, the same worker (OUTBOX_SINK=null): rounds of events, each inserted in one transaction through the producer's contract, then drained to empty (timed by outbox_acked_total, confirmed by stats: nothing pending or processing), then the outbox's tables VACUUMed (untimed, as autovacuum would given the time); the held arm under a REPEATABLE READ transaction that read an unrelated table in the same database, open from before the first round until after the dead tuples are read; ratio = held ev/s / no-hold ev/s over the whole churn, per pair; dead tuples = n_dead_tup of the schema's outbox_* tables after the worker stopped and a last VACUUM (what cleanup cannot remove; before_vacuum: the same before it)",
+            "rounds": rounds, "round_events": n, "churn_per_arm": rounds * n,
+            "round_events_per_s": { "held": held_rounds, "no_hold": free_rounds },
+            "pairs": pairs,
+            "latency": {
+                "definition": "per arm: a fresh schema, index and worker (engine sink); the hold begins (held arm); churn events inserted in one transaction, drained and VACUUMed; then the latency scenario's measurement (latency.rs) at the rate, the hold still open",
+                "rate": rate, "seconds": p.latency_seconds, "churn_events": p.held_latency_churn,
+                "held": held_lat, "no_hold": free_lat,
+            },
+        }),
+    );
+    Ok(())
+}
+
 /// Figure 5: the worst peak RSS of any worker at the configuration under test.
 fn memory_figure(rep: &mut Report) {
     let peak = rep.rss.iter().map(|(_, m)| *m).fold(0.0, f64::max);
@@ -751,13 +998,23 @@ fn memory_figure(rep: &mut Report) {
 }
 
 fn goals(rep: &Report) -> Vec<Value> {
-    let checks: [(&str, f64, bool); 6] = [
+    // Issue 12: the dead tuples a held snapshot leaves stay within one worker's batches in
+    // flight (bulk size x concurrency), whatever the churn.
+    let param = |k: &str| rep.fields["parameters"][k].as_f64().unwrap_or(0.0);
+    let in_flight = param("bulk_size") * param("concurrency");
+    let churn = param("held_rounds") * param("held_round_events");
+    let checks = [
         ("drain_ratio_vs_raw_bulk", 0.90, true),
         ("null_sink_ratio_vs_sql_ceiling", 0.85, true),
         ("latency_p50_ms_at_1000", 3.0, false),
         ("latency_p99_ms_at_1000", 15.0, false),
         ("trigger_insert_tps_ratio", 0.90, true),
         ("peak_rss_mib", 64.0, false),
+        ("held_snapshot_drain_ratio", 0.90, true),
+        ("held_snapshot_churn_events", churn, true),
+        ("held_snapshot_dead_tuples", in_flight, false),
+        ("held_snapshot_latency_p50_ms_at_1000", 3.0, false),
+        ("held_snapshot_latency_p99_ms_at_1000", 15.0, false),
     ];
     checks
         .iter()
@@ -856,6 +1113,42 @@ fn plot_report(rep: &Report) -> String {
             log_y: true,
         });
     }
+    if let Some(per_round) = rep.fields.get("held").map(|h| &h["round_events_per_s"]) {
+        let values = |arm: &str| -> Vec<Option<f64>> {
+            per_round[arm]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::as_f64)
+                .collect()
+        };
+        let (held, free) = (values("held"), values("no_hold"));
+        panels.push(plot::Panel {
+            title: "Held snapshot: drain per round (null sink)".into(),
+            x_label: format!(
+                "round ({} events each)",
+                rep.fields["held"]["round_events"].as_u64().unwrap_or(0)
+            ),
+            y_label: "events/s".into(),
+            categories: (1..=held.len().max(free.len()))
+                .map(|r| r.to_string())
+                .collect(),
+            series: vec![
+                plot::Series {
+                    name: "no hold".into(),
+                    values: free,
+                    dashed: false,
+                },
+                plot::Series {
+                    name: "snapshot held".into(),
+                    values: held,
+                    dashed: false,
+                },
+            ],
+            goals: vec![],
+            log_y: false,
+        });
+    }
     let title = format!(
         "outbox-bench {} — {} — commit {}",
         rep.fields["parameters"]["mode"].as_str().unwrap_or("?"),
@@ -898,6 +1191,22 @@ fn summary(rep: &Report, json_path: &std::path::Path) -> String {
         parts.push(format!(
             "trigger adaptive {r:.2}x, always {:.2}x",
             f("trigger_always_insert_tps_ratio").unwrap_or(0.0)
+        ));
+    }
+    if let Some(r) = f("held_snapshot_drain_ratio") {
+        parts.push(format!(
+            "held snapshot: drain {r:.2}x no hold (held rounds {:.0} -> {:.0} ev/s), dead tuples {:.0}",
+            f("held_snapshot_round_events_per_s_first").unwrap_or(0.0),
+            f("held_snapshot_round_events_per_s_last").unwrap_or(0.0),
+            f("held_snapshot_dead_tuples").unwrap_or(0.0)
+        ));
+    }
+    if let (Some(p50), Some(p99)) = (
+        f("held_snapshot_latency_p50_ms_at_1000"),
+        f("held_snapshot_latency_p99_ms_at_1000"),
+    ) {
+        parts.push(format!(
+            "latency@1000/s held p50 {p50:.1} ms p99 {p99:.1} ms"
         ));
     }
     if let Some(m) = f("peak_rss_mib") {
