@@ -17,12 +17,18 @@ CREATE OR REPLACE FUNCTION outbox_claim(p_projection text, p_limit integer, p_ow
 RETURNS TABLE (piece_id bigint, id bigint, attempts integer, deferrals integer,
                created_epoch float8, index_name text, doc_id text, op text, payload text,
                version bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- The log's reads must stop at the limit: an ordered scan of each slot's index, merged.
+-- The planner underestimates a window (a snapshot test per row) and would rather read the
+-- whole remainder and sort it; without sorts it merges, reading only what it takes.
+SET enable_sort = off
+AS $$
 DECLARE
     taken integer;
     c outbox_cursors%ROWTYPE;
     pass integer;
     w_rows outbox_events[];
+    w_xip xid8[];
     w_last outbox_events;
     w_piece bigint;
 BEGIN
@@ -74,28 +80,47 @@ BEGIN
     END IF;
 
     FOR pass IN 1..2 LOOP
-        -- The current window after the cursor: events of transactions running at window_lo
-        -- (its xip list) or starting after it, and visible at window_hi.
-        SELECT array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id)
-          INTO w_rows
-          FROM (
-            SELECT u.* FROM (
-                SELECT l.* FROM outbox_events l
-                WHERE l.projection = p_projection
-                  AND l.txid >= pg_snapshot_xmax(c.window_lo)
-                  AND l.txid < pg_snapshot_xmax(c.window_hi)
-                  AND (l.txid, l.id) > (c.after_txid, c.after_id)
-                  AND pg_visible_in_snapshot(l.txid, c.window_hi)
-                UNION ALL
-                SELECT l.* FROM outbox_events l
-                WHERE l.projection = p_projection
-                  AND l.txid = ANY (ARRAY(SELECT pg_snapshot_xip(c.window_lo)))
-                  AND (l.txid, l.id) > (c.after_txid, c.after_id)
-                  AND pg_visible_in_snapshot(l.txid, c.window_hi)
-            ) AS u
-            ORDER BY u.txid, u.id
-            LIMIT p_limit - taken
-          ) AS w;
+        -- The current window after the cursor, in (txid, id) order: first the events of
+        -- transactions running at window_lo (its xip list; all below its xmax), each one an
+        -- ordered range of the index; then the range of transactions from window_lo's xmax
+        -- on. Both visible at window_hi. Each read stops at the limit: a claim reads what it
+        -- takes, never the rest of the window.
+        w_rows := NULL;
+        w_xip := ARRAY(SELECT pg_snapshot_xip(c.window_lo));
+        IF cardinality(w_xip) > 0 AND c.after_txid < pg_snapshot_xmax(c.window_lo) THEN
+            SELECT array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id)
+              INTO w_rows
+              FROM (
+                SELECT l.* FROM unnest(w_xip) AS x(txid)
+                CROSS JOIN LATERAL (
+                    SELECT e.* FROM outbox_events e
+                    WHERE e.projection = p_projection AND e.txid = x.txid
+                      AND (e.txid, e.id) > (c.after_txid, c.after_id)
+                      AND pg_visible_in_snapshot(e.txid, c.window_hi)
+                    ORDER BY e.id
+                    LIMIT p_limit - taken
+                ) AS l
+                ORDER BY l.txid, l.id
+                LIMIT p_limit - taken
+              ) AS w;
+        END IF;
+        IF coalesce(cardinality(w_rows), 0) < p_limit - taken THEN
+            SELECT coalesce(w_rows, '{}') || coalesce(array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id), '{}')
+              INTO w_rows
+              FROM (
+                SELECT e.* FROM outbox_events e
+                WHERE e.projection = p_projection
+                  AND e.txid >= pg_snapshot_xmax(c.window_lo)
+                  AND e.txid < pg_snapshot_xmax(c.window_hi)
+                  AND (e.txid, e.id) > (c.after_txid, c.after_id)
+                  AND pg_visible_in_snapshot(e.txid, c.window_hi)
+                ORDER BY e.txid, e.id
+                LIMIT p_limit - taken - coalesce(cardinality(w_rows), 0)
+              ) AS w;
+            IF cardinality(w_rows) = 0 THEN
+                w_rows := NULL;
+            END IF;
+        END IF;
 
         IF w_rows IS NOT NULL THEN
             INSERT INTO outbox_pieces AS p (projection, lease_owner, lease_expires_at, event_ids)
