@@ -22,11 +22,16 @@ LANGUAGE plpgsql
 -- The planner underestimates a window (a snapshot test per row) and would rather read the
 -- whole remainder and sort it; without sorts it merges, reading only what it takes.
 SET enable_sort = off
+-- The worker's sessions plan every statement afresh (plan_cache_mode=force_custom_plan, for
+-- the array-driven outcome writes, docs/design.md §3). The claim's statements have no
+-- arrays to plan for: their cached plans save about 2 ms per claim.
+SET plan_cache_mode = auto
 AS $$
 DECLARE
     taken integer;
     c outbox_cursors%ROWTYPE;
     pass integer;
+    passes integer;
     w_rows outbox_events[];
     w_xip xid8[];
     w_last outbox_events;
@@ -79,7 +84,17 @@ BEGIN
         SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection FOR UPDATE;
     END IF;
 
-    FOR pass IN 1..2 LOOP
+    passes := 2;
+    IF c.exhausted THEN
+        -- The last read of the current window came back short, and a window never gains
+        -- events (its transactions had all committed at window_hi): start the next one.
+        c.window_lo := c.window_hi;
+        c.window_hi := pg_current_snapshot();
+        c.after_txid := '0';
+        c.after_id := 0;
+        passes := 1;
+    END IF;
+    FOR pass IN 1..passes LOOP
         -- The current window after the cursor, in (txid, id) order: first the events of
         -- transactions running at window_lo (its xip list; all below its xmax), each one an
         -- ordered range of the index; then the range of transactions from window_lo's xmax
@@ -137,7 +152,8 @@ BEGIN
             taken := taken + cardinality(w_rows);
         END IF;
 
-        EXIT WHEN taken >= p_limit OR pass = 2;
+        c.exhausted := taken < p_limit;
+        EXIT WHEN taken >= p_limit OR pass = passes;
         -- The window ran short: the next one starts where it ended.
         c.window_lo := c.window_hi;
         c.window_hi := pg_current_snapshot();
@@ -147,7 +163,7 @@ BEGIN
 
     UPDATE outbox_cursors AS k
     SET window_lo = c.window_lo, window_hi = c.window_hi,
-        after_txid = c.after_txid, after_id = c.after_id
+        after_txid = c.after_txid, after_id = c.after_id, exhausted = c.exhausted
     WHERE k.projection = p_projection;
 END
 $$;

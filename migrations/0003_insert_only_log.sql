@@ -114,7 +114,10 @@ CREATE TABLE outbox_cursors (
     window_lo  pg_snapshot  NOT NULL,
     window_hi  pg_snapshot  NOT NULL,
     after_txid xid8         NOT NULL DEFAULT '0',
-    after_id   bigint       NOT NULL DEFAULT 0
+    after_id   bigint       NOT NULL DEFAULT 0,
+    -- The last read of the current window came back short: it holds nothing more, and
+    -- the next claim starts the next window at once.
+    exhausted  boolean      NOT NULL DEFAULT false
 );
 
 -- A piece: the log events one claim took, under one lease. Deleted when all its events are
