@@ -25,10 +25,9 @@ SET enable_sort = off
 -- A sort that cannot be avoided now costs 10^10 to the planner: past jit_above_cost, every
 -- claim would JIT-compile its plans (measured: 200-700 ms per claim).
 SET jit = off
--- The two reads of the log are planned with their values (EXECUTE): a generic plan of the
--- window's read cannot seek to the cursor in the index and reads the slot from its start.
--- Every other statement keeps one plan for the session: planning them afresh at every
--- claim (the pool's force_custom_plan) cost about 2 ms per claim.
+-- Every statement keeps one plan for the session (planning them afresh at every claim, as
+-- the pool's force_custom_plan would, cost about 2 ms per claim). The window's read has one
+-- lower bound, the cursor, so its generic plan seeks straight to it.
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
@@ -109,24 +108,22 @@ BEGIN
         w_rows := NULL;
         w_xip := ARRAY(SELECT pg_snapshot_xip(c.window_lo));
         IF cardinality(w_xip) > 0 AND c.after_txid < pg_snapshot_xmax(c.window_lo) THEN
-            EXECUTE
-               'SELECT array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id)
-                FROM (
-                  SELECT l.* FROM unnest($1) AS x(txid)
-                  CROSS JOIN LATERAL (
-                      SELECT e.* FROM outbox_events e
-                      WHERE e.projection = $2 AND e.txid = x.txid
-                        AND e.id > CASE WHEN x.txid = $3 THEN $4 ELSE -1 END
-                        AND pg_visible_in_snapshot(e.txid, $5)
-                      ORDER BY e.id
-                      LIMIT $6
-                  ) AS l
-                  WHERE x.txid >= $3
-                  ORDER BY l.txid, l.id
-                  LIMIT $6
-                ) AS w'
+            SELECT array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id)
               INTO w_rows
-              USING w_xip, p_projection, c.after_txid, c.after_id, c.window_hi, p_limit - taken;
+              FROM (
+                SELECT l.* FROM unnest(w_xip) AS x(txid)
+                CROSS JOIN LATERAL (
+                    SELECT e.* FROM outbox_events e
+                    WHERE e.projection = p_projection AND e.txid = x.txid
+                      AND e.id > CASE WHEN x.txid = c.after_txid THEN c.after_id ELSE -1 END
+                      AND pg_visible_in_snapshot(e.txid, c.window_hi)
+                    ORDER BY e.id
+                    LIMIT p_limit - taken
+                ) AS l
+                WHERE x.txid >= c.after_txid
+                ORDER BY l.txid, l.id
+                LIMIT p_limit - taken
+              ) AS w;
         END IF;
         IF coalesce(cardinality(w_rows), 0) < p_limit - taken THEN
             -- One lower bound for the index, so the scan starts at the cursor (a row
@@ -139,20 +136,18 @@ BEGIN
                 w_from_txid := pg_snapshot_xmax(c.window_lo);
                 w_from_id := -1;
             END IF;
-            EXECUTE
-               'SELECT coalesce($1, ''{}'') || coalesce(array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id), ''{}'')
-                FROM (
-                  SELECT e.* FROM outbox_events e
-                  WHERE e.projection = $2
-                    AND (e.txid, e.id) > ($3, $4)
-                    AND e.txid < pg_snapshot_xmax($5)
-                    AND pg_visible_in_snapshot(e.txid, $5)
-                  ORDER BY e.txid, e.id
-                  LIMIT $6
-                ) AS w'
+            SELECT coalesce(w_rows, '{}')
+                   || coalesce(array_agg(ROW(w.*)::outbox_events ORDER BY w.txid, w.id), '{}')
               INTO w_rows
-              USING w_rows, p_projection, w_from_txid, w_from_id, c.window_hi,
-                    p_limit - taken - coalesce(cardinality(w_rows), 0);
+              FROM (
+                SELECT e.* FROM outbox_events e
+                WHERE e.projection = p_projection
+                  AND (e.txid, e.id) > (w_from_txid, w_from_id)
+                  AND e.txid < pg_snapshot_xmax(c.window_hi)
+                  AND pg_visible_in_snapshot(e.txid, c.window_hi)
+                ORDER BY e.txid, e.id
+                LIMIT p_limit - taken - coalesce(cardinality(w_rows), 0)
+              ) AS w;
             IF cardinality(w_rows) = 0 THEN
                 w_rows := NULL;
             END IF;

@@ -4,7 +4,8 @@
 -- outbox_log_pending: log events no claim has taken yet. For a projection with a cursor:
 -- not visible in its window_lo, and not already taken from the current window (visible in
 -- window_hi at or before the cursor). Rows below window_lo's xmin are all claimed, so only
--- the log's tail is read. A projection that never claimed: all of its events.
+-- the log's tail is read. A projection that never claimed: all of its events. The sampler
+-- reads this every few seconds: neither branch may read the whole log.
 CREATE OR REPLACE VIEW outbox_log_pending AS
 SELECT l.*
 FROM outbox_events AS l
@@ -15,8 +16,22 @@ WHERE l.txid >= pg_snapshot_xmin(c.window_lo)
            AND (l.txid, l.id) <= (c.after_txid, c.after_id))
 UNION ALL
 SELECT l.*
-FROM outbox_events AS l
-WHERE NOT EXISTS (SELECT 1 FROM outbox_cursors AS c WHERE c.projection = l.projection);
+FROM (
+    -- The projections present, by a skip scan of the window index (one probe each), so
+    -- the log is not read row by row to find the few without a cursor.
+    WITH RECURSIVE present(projection) AS (
+        SELECT min(projection) FROM outbox_events
+        UNION ALL
+        SELECT (SELECT min(e.projection) FROM outbox_events AS e
+                WHERE e.projection > present.projection)
+        FROM present
+        WHERE present.projection IS NOT NULL
+    )
+    SELECT projection FROM present
+    WHERE projection IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM outbox_cursors AS c WHERE c.projection = present.projection)
+) AS uncursored
+JOIN outbox_events AS l USING (projection);
 
 -- outbox_event_states: one row per event not yet delivered or failed, with the columns of
 -- the old single table (schema 0002): pending log events, log events in a piece

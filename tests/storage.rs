@@ -11,8 +11,7 @@ use outbox_worker::{
     contract::{self, NewEvent},
     event::ClaimedEvent,
     store::{
-        claim,
-        outcomes as outcome,
+        claim, outcomes as outcome,
         slots::{SlotResult, truncate_slot},
     },
 };
@@ -69,16 +68,27 @@ async fn events_committed_out_of_id_order_are_all_claimed() {
     let fast_ids = contract::insert_returning_ids(&fast, &events(&["fast-1"]))
         .await
         .unwrap();
-    assert!(slow_ids[1] < fast_ids[0], "the open transaction has the lower ids");
+    assert!(
+        slow_ids[1] < fast_ids[0],
+        "the open transaction has the lower ids"
+    );
 
     let first = claim_all(&pool, &cfg.projection).await;
-    assert_eq!(docs(&first), ["fast-1"], "the open transaction is not waited for");
+    assert_eq!(
+        docs(&first),
+        ["fast-1"],
+        "the open transaction is not waited for"
+    );
     ack(&pool, &first).await;
     assert!(claim_all(&pool, &cfg.projection).await.is_empty());
 
     tx.commit().await.unwrap();
     let second = claim_all(&pool, &cfg.projection).await;
-    assert_eq!(docs(&second), ["slow-1", "slow-2"], "claimed once committed");
+    assert_eq!(
+        docs(&second),
+        ["slow-1", "slow-2"],
+        "claimed once committed"
+    );
     assert!(second.iter().all(|e| e.attempts == 1 && e.piece.is_some()));
     ack(&pool, &second).await;
     assert!(claim_all(&pool, &cfg.projection).await.is_empty());
@@ -127,7 +137,9 @@ async fn truncate_gives_up_behind_an_idle_reader_and_never_blocks_producers() {
     let cfg = s.config(&[]);
     let pool = outbox_worker::db::pool(&cfg, 3).unwrap();
     let c = s.client().await;
-    contract::insert(&c, &events(&["a", "b", "c"])).await.unwrap();
+    contract::insert(&c, &events(&["a", "b", "c"]))
+        .await
+        .unwrap();
     assert_eq!(
         truncate_slot(&pool, 0, "50ms").await.unwrap(),
         SlotResult::Active,

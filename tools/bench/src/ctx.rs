@@ -161,6 +161,21 @@ impl Ctx {
         }
     }
 
+    /// Let the engine finish the work a large churn left it (a refresh, and segment
+    /// merges down to one), so a measurement after it times the outbox, not the merges.
+    pub async fn settle_index(&self, name: &str) -> anyhow::Result<()> {
+        for path in [
+            format!("{name}/_refresh"),
+            format!("{name}/_forcemerge?max_num_segments=1"),
+        ] {
+            let resp = self.http.post(self.es(&path)?).send().await?;
+            if !resp.status().is_success() {
+                bail!("{path}: {}", resp.status());
+            }
+        }
+        Ok(())
+    }
+
     /// Documents in an index after a refresh (a correctness check, never timed).
     pub async fn index_count(&self, name: &str) -> anyhow::Result<u64> {
         self.http
