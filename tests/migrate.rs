@@ -296,14 +296,7 @@ async fn upgrade_from_schema_0002_keeps_every_event() {
     let engine = Engine::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let left: i64 = c
-            .query_one(
-                "SELECT count(*) FROM outbox_event_states WHERE status <> 'failed'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let left = harness::undelivered(&c).await;
         if left == 0 {
             break;
         }

@@ -6,7 +6,8 @@
 //! piece's events are resolved (`complete_pieces`). A write that matches no row is a late
 //! ack from a lease that was reclaimed: counted and logged, not an error.
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
+use tokio_postgres::types::ToSql;
 
 use crate::{
     contract::{ErrorReason, Status},
@@ -61,9 +62,53 @@ pub struct Applied {
     pub late: Vec<i64>,
 }
 
-/// Split by where the event was claimed from: (outbox_exceptions, the log).
-fn by_source<T>(items: &[T], held: impl Fn(&T) -> Held) -> (Vec<&T>, Vec<&T>) {
-    items.iter().partition(|t| held(t).piece.is_none())
+/// Where a claimed event came from, which decides what fences its writes: the attempt it
+/// was claimed with (outbox_exceptions) or its piece's lease row (the log). Each kind of
+/// write has one statement per source, and both take the fence as their second parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Exceptions,
+    Log,
+}
+
+/// The fence parameter of a batch of one source.
+enum Fence {
+    Attempts(Vec<i32>),
+    Pieces(Vec<i64>),
+}
+
+impl Fence {
+    fn of<'a>(source: Source, held: impl Iterator<Item = &'a Held>) -> Fence {
+        match source {
+            Source::Exceptions => Fence::Attempts(held.map(|h| h.attempts).collect()),
+            Source::Log => Fence::Pieces(held.map(|h| h.piece.unwrap_or(0)).collect()),
+        }
+    }
+
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Fence::Attempts(a) => a,
+            Fence::Pieces(p) => p,
+        }
+    }
+}
+
+/// `items` split by source, each with its statement (`statements`: exceptions, then log);
+/// empty parts left out.
+fn by_source<'a, T>(
+    items: &'a [T],
+    held: impl Fn(&T) -> &Held,
+    statements: [&'static str; 2],
+) -> Vec<(Source, &'static str, Vec<&'a T>)> {
+    let (exceptions, log): (Vec<&T>, Vec<&T>) =
+        items.iter().partition(|t| held(t).piece.is_none());
+    [
+        (Source::Exceptions, statements[0], exceptions),
+        (Source::Log, statements[1], log),
+    ]
+    .into_iter()
+    .filter(|(_, _, part)| !part.is_empty())
+    .collect()
 }
 
 pub async fn apply(
@@ -74,130 +119,81 @@ pub async fn apply(
 ) -> Result<Applied, DbError> {
     let client = pool.get().await?;
     let mut applied = Applied::default();
-    if !o.ack.is_empty() {
-        let (exceptions, log) = by_source(&o.ack, |h| *h);
-        // A log event's ack is its piece's business: nothing to write per event.
-        applied.acked.extend(log.iter().map(|h| h.id));
-        if !exceptions.is_empty() {
-            let ids: Vec<i64> = exceptions.iter().map(|h| h.id).collect();
-            let attempts: Vec<i32> = exceptions.iter().map(|h| h.attempts).collect();
-            let stmt = client.prepare_cached(sql::ACK).await?;
-            let rows = client.query(&stmt, &[&ids, &attempts, &owner]).await?;
-            let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            note_late(&ids, &done, &mut applied.late);
-            applied.acked.extend(done);
+    // No statement for the log's acks: they write nothing.
+    for (source, statement, part) in by_source(&o.ack, |h| h, [sql::ACK, ""]) {
+        let ids: Vec<i64> = part.iter().map(|h| h.id).collect();
+        if source == Source::Log {
+            // A log event's ack is its piece's business: nothing to write per event.
+            applied.acked.extend(ids);
+            continue;
         }
+        let fence = Fence::of(source, part.iter().copied());
+        let stmt = client.prepare_cached(statement).await?;
+        let rows = client
+            .query(&stmt, &[&ids, fence.param(), &owner])
+            .await?;
+        let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        note_late(&ids, &done, &mut applied.late);
+        applied.acked.extend(done);
     }
-    if !o.retry.is_empty() {
-        let (exceptions, log) = by_source(&o.retry, |r| r.event);
-        for (part, statement) in [(exceptions, sql::RETRY), (log, sql::LOG_RETRY)] {
-            if part.is_empty() {
-                continue;
-            }
-            retry(&client, owner, max_attempts, &part, statement, &mut applied).await?;
-        }
-    }
-    if !o.fail.is_empty() {
-        let (exceptions, log) = by_source(&o.fail, |f| f.event);
-        for (part, statement) in [(exceptions, sql::FAIL), (log, sql::LOG_FAIL)] {
-            if part.is_empty() {
-                continue;
-            }
-            let ids: Vec<i64> = part.iter().map(|f| f.event.id).collect();
-            let reasons: Vec<&str> = part.iter().map(|f| f.reason.as_str()).collect();
-            let errors: Vec<&str> = part.iter().map(|f| f.error.as_str()).collect();
-            let stmt = client.prepare_cached(statement).await?;
-            let rows = if statement == sql::FAIL {
-                let attempts: Vec<i32> = part.iter().map(|f| f.event.attempts).collect();
-                client
-                    .query(&stmt, &[&ids, &attempts, &owner, &reasons, &errors])
-                    .await?
+    let max_reason = ErrorReason::MaxAttemptsExceeded.as_str();
+    for (source, statement, part) in by_source(&o.retry, |r| &r.event, [sql::RETRY, sql::LOG_RETRY])
+    {
+        let ids: Vec<i64> = part.iter().map(|r| r.event.id).collect();
+        let fence = Fence::of(source, part.iter().map(|r| &r.event));
+        let delays: Vec<f64> = part.iter().map(|r| r.delay_seconds).collect();
+        let reasons: Vec<&str> = part.iter().map(|r| r.reason.as_str()).collect();
+        let errors: Vec<&str> = part.iter().map(|r| r.error.as_str()).collect();
+        let counted: Vec<bool> = part.iter().map(|r| r.counted).collect();
+        let stmt = client.prepare_cached(statement).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    fence.param(),
+                    &owner,
+                    &max_attempts,
+                    &delays,
+                    &reasons,
+                    &errors,
+                    &counted,
+                    &max_reason,
+                ],
+            )
+            .await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(0);
+            let status: &str = r.get(1);
+            let reason = ErrorReason::parse(r.get(2));
+            done.push(id);
+            if Status::parse(status) == Some(Status::Failed) {
+                applied.failed.push((id, reason));
             } else {
-                let pieces: Vec<i64> = part.iter().map(|f| f.event.piece.unwrap_or(0)).collect();
-                client
-                    .query(&stmt, &[&ids, &pieces, &owner, &reasons, &errors])
-                    .await?
-            };
-            let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            for f in &part {
-                if done.contains(&f.event.id) {
-                    applied.failed.push((f.event.id, f.reason.clone()));
-                }
+                applied.retried.push((id, reason));
             }
-            note_late(&ids, &done, &mut applied.late);
         }
+        note_late(&ids, &done, &mut applied.late);
+    }
+    for (source, statement, part) in by_source(&o.fail, |f| &f.event, [sql::FAIL, sql::LOG_FAIL]) {
+        let ids: Vec<i64> = part.iter().map(|f| f.event.id).collect();
+        let fence = Fence::of(source, part.iter().map(|f| &f.event));
+        let reasons: Vec<&str> = part.iter().map(|f| f.reason.as_str()).collect();
+        let errors: Vec<&str> = part.iter().map(|f| f.error.as_str()).collect();
+        let stmt = client.prepare_cached(statement).await?;
+        let rows = client
+            .query(&stmt, &[&ids, fence.param(), &owner, &reasons, &errors])
+            .await?;
+        let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        for f in &part {
+            if done.contains(&f.event.id) {
+                applied.failed.push((f.event.id, f.reason.clone()));
+            }
+        }
+        note_late(&ids, &done, &mut applied.late);
     }
     Ok(applied)
-}
-
-/// Retries of one source: sql/retry.sql (exceptions, by attempt) or sql/log_retry.sql (log
-/// events, by piece); the same parameters but the second.
-async fn retry(
-    client: &Object,
-    owner: &str,
-    max_attempts: i32,
-    part: &[&Retry],
-    statement: &'static str,
-    applied: &mut Applied,
-) -> Result<(), DbError> {
-    let ids: Vec<i64> = part.iter().map(|r| r.event.id).collect();
-    let delays: Vec<f64> = part.iter().map(|r| r.delay_seconds).collect();
-    let reasons: Vec<&str> = part.iter().map(|r| r.reason.as_str()).collect();
-    let errors: Vec<&str> = part.iter().map(|r| r.error.as_str()).collect();
-    let counted: Vec<bool> = part.iter().map(|r| r.counted).collect();
-    let stmt = client.prepare_cached(statement).await?;
-    let max_reason = ErrorReason::MaxAttemptsExceeded.as_str();
-    let rows = if statement == sql::RETRY {
-        let attempts: Vec<i32> = part.iter().map(|r| r.event.attempts).collect();
-        client
-            .query(
-                &stmt,
-                &[
-                    &ids,
-                    &attempts,
-                    &owner,
-                    &max_attempts,
-                    &delays,
-                    &reasons,
-                    &errors,
-                    &counted,
-                    &max_reason,
-                ],
-            )
-            .await?
-    } else {
-        let pieces: Vec<i64> = part.iter().map(|r| r.event.piece.unwrap_or(0)).collect();
-        client
-            .query(
-                &stmt,
-                &[
-                    &ids,
-                    &pieces,
-                    &owner,
-                    &max_attempts,
-                    &delays,
-                    &reasons,
-                    &errors,
-                    &counted,
-                    &max_reason,
-                ],
-            )
-            .await?
-    };
-    let mut done = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id: i64 = r.get(0);
-        let status: &str = r.get(1);
-        let reason = ErrorReason::parse(r.get(2));
-        done.push(id);
-        if Status::parse(status) == Some(Status::Failed) {
-            applied.failed.push((id, reason));
-        } else {
-            applied.retried.push((id, reason));
-        }
-    }
-    note_late(&ids, &done, &mut applied.late);
-    Ok(())
 }
 
 /// Release claimed but unsent events (shutdown): back to pending, attempt refunded.
@@ -207,20 +203,12 @@ pub async fn release(pool: &Pool, owner: &str, events: &[Held]) -> Result<Vec<i6
         return Ok(Vec::new());
     }
     let client = pool.get().await?;
-    let (exceptions, log) = by_source(events, |h| *h);
     let mut released = Vec::with_capacity(events.len());
-    if !exceptions.is_empty() {
-        let ids: Vec<i64> = exceptions.iter().map(|h| h.id).collect();
-        let attempts: Vec<i32> = exceptions.iter().map(|h| h.attempts).collect();
-        let stmt = client.prepare_cached(sql::RELEASE).await?;
-        let rows = client.query(&stmt, &[&ids, &attempts, &owner]).await?;
-        released.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
-    }
-    if !log.is_empty() {
-        let ids: Vec<i64> = log.iter().map(|h| h.id).collect();
-        let pieces: Vec<i64> = log.iter().map(|h| h.piece.unwrap_or(0)).collect();
-        let stmt = client.prepare_cached(sql::LOG_RELEASE).await?;
-        let rows = client.query(&stmt, &[&ids, &pieces, &owner]).await?;
+    for (source, statement, part) in by_source(events, |h| h, [sql::RELEASE, sql::LOG_RELEASE]) {
+        let ids: Vec<i64> = part.iter().map(|h| h.id).collect();
+        let fence = Fence::of(source, part.iter().copied());
+        let stmt = client.prepare_cached(statement).await?;
+        let rows = client.query(&stmt, &[&ids, fence.param(), &owner]).await?;
         released.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
     }
     Ok(released)

@@ -24,7 +24,7 @@ pub use engine::{Engine, FaultProxy, urlencode};
 pub use fault_proxy;
 pub use nginx::{BodyLimitProxy, Nginx};
 pub use prom::percentile;
-pub use schema::{RawRow, Schema, TestSchema, drop_schema, schema_url, with_param};
+pub use schema::{RawRow, Schema, TestSchema, drop_schema, schema_url, undelivered, with_param};
 pub use services::{connect, engine_url, free_port, pg_base_url, try_connect, unique};
 pub use worker::{
     InProcessWorker, WorkerProcess, clean_command, signal, terminate_and_collect, worker_binary,

@@ -147,14 +147,7 @@ impl TestSchema {
         let c = self.client().await;
         let start = Instant::now();
         loop {
-            let n: i64 = c
-                .query_one(
-                    "SELECT count(*) FROM outbox_event_states WHERE status <> 'failed'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let n = undelivered(&c).await;
             if n == 0 {
                 return;
             }
@@ -206,4 +199,15 @@ impl TestSchema {
             .unwrap()
             .map(|r| (r.get(0), r.get(1)))
     }
+}
+
+/// Events not yet delivered (pending or processing) in the schema `c` points at.
+pub async fn undelivered(c: &tokio_postgres::Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM outbox_event_states WHERE status <> 'failed'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
