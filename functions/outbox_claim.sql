@@ -3,15 +3,17 @@
 --
 -- 1. The exceptions first: due retries and pending events in outbox_exceptions, each row
 --    leased as before (attempts + 1 is its fencing token). piece_id is null for them.
--- 2. Then the log, by snapshot windows. The projection's cursor row is locked, so claims of
---    one projection take turns (each is a few index reads); the current window's events are
---    taken in (txid, id) order after the cursor. A window that runs short is replaced by
---    the next one: window_lo := window_hi, window_hi := pg_current_snapshot(). A
+-- 2. Then the log, by snapshot windows. The projection's row of outbox_cursors is locked,
+--    so claims of one projection take turns (each is a few index reads). Its cursor is its
+--    newest piece (or that row, once its pieces are truncated); the current window's
+--    events are taken in (txid, id) order after it. A window that runs short is replaced
+--    by the next one: window_lo := window_hi, window_hi := pg_current_snapshot(). A
 --    transaction still running at window_hi is not in the window: its events belong to a
---    later one, so ids committing out of order lose nothing. Each read of the log becomes
---    one piece: one lease row for its events, which carry attempt 1 and the piece_id.
--- Nothing here updates or deletes a log row, so a long transaction elsewhere leaves
--- nothing for the next claim to walk.
+--    later one, so ids committing out of order lose nothing. What the claim took becomes
+--    one piece: one inserted row with the events' ids, their lease and the cursor after
+--    them; the events carry attempt 1 and the piece_id.
+-- Nothing here updates or deletes a row (a claim that finds nothing writes nothing), so a
+-- long transaction elsewhere leaves nothing for the next claim to walk.
 CREATE OR REPLACE FUNCTION outbox_claim(p_projection text, p_limit integer, p_owner text,
                                         p_lease float8)
 RETURNS TABLE (piece_id bigint, id bigint, attempts integer, deferrals integer,
@@ -33,6 +35,7 @@ AS $$
 DECLARE
     taken integer;
     c outbox_cursors%ROWTYPE;
+    newest outbox_pieces%ROWTYPE;
     pass integer;
     passes integer;
     w_rows outbox_events[];
@@ -40,6 +43,7 @@ DECLARE
     w_from_txid xid8;
     w_from_id bigint;
     w_last outbox_events;
+    got outbox_events[] := '{}';
     w_piece bigint;
 BEGIN
     RETURN QUERY
@@ -79,14 +83,28 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection FOR UPDATE;
+    -- The turn: claims of one projection take this row's lock one after the other. A lock
+    -- rewrites no row, so it leaves no dead tuple.
+    SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         -- A projection's first claim: its first window is the whole log ('1:1:' sees no
         -- transaction at all).
         INSERT INTO outbox_cursors AS k (projection, window_lo, window_hi)
         VALUES (p_projection, '1:1:', pg_current_snapshot())
         ON CONFLICT DO NOTHING;
-        SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection FOR UPDATE;
+        SELECT * INTO c FROM outbox_cursors AS k WHERE k.projection = p_projection
+        FOR NO KEY UPDATE;
+    END IF;
+    -- The cursor is the newest piece's, when the projection has one.
+    SELECT * INTO newest FROM outbox_pieces AS p WHERE p.projection = p_projection
+    ORDER BY p.piece_id DESC LIMIT 1;
+    IF FOUND THEN
+        c.window_lo := newest.window_lo;
+        c.window_hi := newest.window_hi;
+        c.after_txid := newest.after_txid;
+        c.after_id := newest.after_id;
+        c.exhausted := newest.exhausted;
     END IF;
 
     passes := 2;
@@ -154,17 +172,10 @@ BEGIN
         END IF;
 
         IF w_rows IS NOT NULL THEN
-            INSERT INTO outbox_pieces AS p (projection, lease_owner, lease_expires_at, event_ids)
-            VALUES (p_projection, p_owner, now() + make_interval(secs => p_lease),
-                    ARRAY(SELECT r.id FROM unnest(w_rows) AS r))
-            RETURNING p.piece_id INTO w_piece;
+            got := got || w_rows;
             w_last := w_rows[cardinality(w_rows)];
             c.after_txid := w_last.txid;
             c.after_id := w_last.id;
-            RETURN QUERY
-            SELECT w_piece, r.id, 1, 0, extract(epoch FROM r.created_at)::float8,
-                   r.index_name, r.doc_id, r.op, r.payload::text, COALESCE(r.doc_version, r.id)
-            FROM unnest(w_rows) AS r;
             taken := taken + cardinality(w_rows);
         END IF;
 
@@ -177,9 +188,20 @@ BEGIN
         c.after_id := 0;
     END LOOP;
 
-    UPDATE outbox_cursors AS k
-    SET window_lo = c.window_lo, window_hi = c.window_hi,
-        after_txid = c.after_txid, after_id = c.after_id, exhausted = c.exhausted
-    WHERE k.projection = p_projection;
+    -- One piece for what the log gave, with the cursor after it. Nothing taken, nothing
+    -- written: the next claim computes the same windows again, or wider ones.
+    IF cardinality(got) > 0 THEN
+        INSERT INTO outbox_pieces AS p
+            (projection, lease_owner, lease_expires_at, event_ids,
+             window_lo, window_hi, after_txid, after_id, exhausted)
+        VALUES (p_projection, p_owner, now() + make_interval(secs => p_lease),
+                ARRAY(SELECT r.id FROM unnest(got) AS r),
+                c.window_lo, c.window_hi, c.after_txid, c.after_id, c.exhausted)
+        RETURNING p.piece_id INTO w_piece;
+        RETURN QUERY
+        SELECT w_piece, r.id, 1, 0, extract(epoch FROM r.created_at)::float8,
+               r.index_name, r.doc_id, r.op, r.payload::text, COALESCE(r.doc_version, r.id)
+        FROM unnest(got) AS r;
+    END IF;
 END
 $$;

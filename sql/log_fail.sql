@@ -2,9 +2,8 @@
 -- with a short stable reason ($4) and the bounded error text ($5). Fenced by the piece
 -- ($2) like log_retry.
 WITH held AS (
-    SELECT p.piece_id FROM outbox_pieces AS p
+    SELECT p.piece_id FROM outbox_open_pieces AS p
     WHERE p.piece_id = ANY ($2::bigint[]) AND p.lease_owner = $3
-    FOR SHARE
 )
 INSERT INTO outbox_exceptions AS x
     (id, projection, index_name, doc_id, op, payload, doc_version, created_at,

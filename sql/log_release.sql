@@ -1,9 +1,8 @@
 -- log_release: on shutdown, log events claimed but not sent become pending exceptions with
 -- the attempt refunded (attempts 0), claimable at once. Fenced by the piece ($2).
 WITH held AS (
-    SELECT p.piece_id FROM outbox_pieces AS p
+    SELECT p.piece_id FROM outbox_open_pieces AS p
     WHERE p.piece_id = ANY ($2::bigint[]) AND p.lease_owner = $3
-    FOR SHARE
 )
 INSERT INTO outbox_exceptions AS x
     (id, projection, index_name, doc_id, op, payload, doc_version, created_at, status, attempts)

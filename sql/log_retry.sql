@@ -2,12 +2,12 @@
 -- next_retry_at = now() + the delay computed per event, or failed with reason $9
 -- (max_attempts_exceeded) when a counted retry ($8 true) meets the attempt limit ($4)
 -- already. A deferral ($8 false) refunds the attempt (attempts 0, deferrals 1).
--- Fenced by the piece ($2): only while this worker's lease row for it exists, locked FOR
--- SHARE so the reclaimer cannot take the piece halfway. ON CONFLICT: written once only.
+-- Fenced by the piece ($2): only while this worker's piece is open (not ended). The
+-- reclaim that ends a piece writes its events here too; ON CONFLICT keeps whichever row
+-- came first, each a state the event is delivered from.
 WITH held AS (
-    SELECT p.piece_id FROM outbox_pieces AS p
+    SELECT p.piece_id FROM outbox_open_pieces AS p
     WHERE p.piece_id = ANY ($2::bigint[]) AND p.lease_owner = $3
-    FOR SHARE
 )
 INSERT INTO outbox_exceptions AS x
     (id, projection, index_name, doc_id, op, payload, doc_version, created_at,

@@ -20,14 +20,19 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_insert_only_log",
         include_str!("../migrations/0003_insert_only_log.sql"),
     ),
+    (
+        "0004_insert_only_pieces",
+        include_str!("../migrations/0004_insert_only_pieces.sql"),
+    ),
 ];
 
 /// Functions and views over the tables, replaced at every migrate (after the migrations),
 /// so a new version's claim or view needs no migration of its own.
 pub const FUNCTIONS: &[&str] = &[
+    // The views first: the functions declare rows of their types.
+    include_str!("../functions/outbox_views.sql"),
     include_str!("../functions/outbox_claim.sql"),
     include_str!("../functions/outbox_truncate_slot.sql"),
-    include_str!("../functions/outbox_views.sql"),
 ];
 
 pub const TRIGGER_ADAPTIVE: &str = include_str!("../triggers/notify_adaptive.sql");

@@ -1,7 +1,8 @@
-//! The log's rotation (docs/design.md §6): every second, each slot of the log that every
-//! projection has claimed and no piece still holds is emptied with TRUNCATE
-//! (sql/truncate_slot.sql). TRUNCATE leaves no dead tuple and needs no VACUUM, so the log
-//! stays small whatever snapshot is held elsewhere.
+//! The rotation of the insert-only tables (docs/design.md §6): every second, each slot of
+//! the log that every projection has claimed and no open piece still holds is emptied with
+//! TRUNCATE (sql/truncate_slot.sql), and so is each slot of the pieces whose pieces have
+//! all ended (sql/truncate_pieces.sql). TRUNCATE leaves no dead tuple and needs no VACUUM,
+//! so these tables stay small whatever snapshot is held elsewhere.
 //!
 //! The TRUNCATE waits at most `LOCK_TIMEOUT` for the slot's lock. A slot whose lock was not
 //! granted (a session that read the log sits idle in its transaction) is tried again after
@@ -18,12 +19,14 @@ use crate::{
     metrics as m,
     store::{
         db_error,
-        slots::{SlotResult, truncate_slot},
+        slots::{Part, SlotResult, truncate_slot},
     },
 };
 
-/// The log's slots (migrations/0003: `(id / 100000) % 4`).
+/// The slots of each part (migrations/0003: `(id / 100000) % 4`; migrations/0004:
+/// `(piece_id / 10000) % 4`).
 pub const SLOTS: i32 = 4;
+const SLOTS_IN_ALL: usize = SLOTS as usize * Part::ALL.len();
 const INTERVAL: Duration = Duration::from_secs(1);
 /// How long a TRUNCATE waits for its slot's lock.
 const LOCK_TIMEOUT: &str = "50ms";
@@ -40,8 +43,8 @@ pub fn pause_after(busy_in_a_row: u32) -> Duration {
 }
 
 pub async fn run(pool: Pool, shutdown: CancellationToken) {
-    let mut busy = [0u32; SLOTS as usize];
-    let mut next_try = [Instant::now(); SLOTS as usize];
+    let mut busy = [0u32; SLOTS_IN_ALL];
+    let mut next_try = [Instant::now(); SLOTS_IN_ALL];
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -49,43 +52,55 @@ pub async fn run(pool: Pool, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        for slot in 0..SLOTS {
-            let i = slot as usize;
-            if Instant::now() < next_try[i] {
-                continue;
-            }
-            let result = match truncate_slot(&pool, slot, LOCK_TIMEOUT).await {
-                Ok(r) => r,
-                Err(e) => {
-                    db_error("truncate_slot", &e);
+        for (p, part) in Part::ALL.into_iter().enumerate() {
+            for slot in 0..SLOTS {
+                let i = p * SLOTS as usize + slot as usize;
+                if Instant::now() < next_try[i] {
                     continue;
                 }
-            };
-            match result {
-                SlotResult::Truncated => {
-                    info!(slot, "log slot truncated: every projection had claimed it");
-                }
-                SlotResult::Busy => {
-                    warn!(
-                        slot,
-                        lock_timeout = LOCK_TIMEOUT,
-                        "log slot not truncated: its lock is held (a session that read the log is still in its transaction; runbook §7.6)"
-                    );
-                }
-                other => debug!(slot, result = other.as_str(), "log slot kept"),
+                let Some(result) = attempt(&pool, part, slot).await else {
+                    continue;
+                };
+                busy[i] = if result == SlotResult::Busy {
+                    busy[i] + 1
+                } else {
+                    0
+                };
+                next_try[i] = Instant::now() + pause_after(busy[i]);
             }
-            if matches!(result, SlotResult::Truncated | SlotResult::Busy) {
-                metrics::counter!(m::LOG_TRUNCATIONS_TOTAL, "result" => result.as_str())
-                    .increment(1);
-            }
-            busy[i] = if result == SlotResult::Busy {
-                busy[i] + 1
-            } else {
-                0
-            };
-            next_try[i] = Instant::now() + pause_after(busy[i]);
         }
     }
+}
+
+/// One attempt at one slot, logged and counted.
+async fn attempt(pool: &Pool, part: Part, slot: i32) -> Option<SlotResult> {
+    let table = part.table();
+    let result = match truncate_slot(pool, part, slot, LOCK_TIMEOUT).await {
+        Ok(r) => r,
+        Err(e) => {
+            db_error("truncate_slot", &e);
+            return None;
+        }
+    };
+    match result {
+        SlotResult::Truncated => {
+            info!(table, slot, "slot truncated: nothing in it is needed any more");
+        }
+        SlotResult::Busy => {
+            warn!(
+                table,
+                slot,
+                lock_timeout = LOCK_TIMEOUT,
+                "slot not truncated: its lock is held (a session that read the outbox is still in its transaction; runbook §7.6)"
+            );
+        }
+        other => debug!(table, slot, result = other.as_str(), "slot kept"),
+    }
+    if matches!(result, SlotResult::Truncated | SlotResult::Busy) {
+        metrics::counter!(m::LOG_TRUNCATIONS_TOTAL, "table" => table, "result" => result.as_str())
+            .increment(1);
+    }
+    Some(result)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub const LOG_RELEASE: &str = include_str!("../sql/log_release.sql");
 pub const COMPLETE_PIECES: &str = include_str!("../sql/complete_pieces.sql");
 pub const EXPAND_PIECES: &str = include_str!("../sql/expand_pieces.sql");
 pub const TRUNCATE_SLOT: &str = include_str!("../sql/truncate_slot.sql");
+pub const TRUNCATE_PIECES: &str = include_str!("../sql/truncate_pieces.sql");
 pub const RECLAIM_SELECT: &str = include_str!("../sql/reclaim_select.sql");
 pub const RECLAIM: &str = include_str!("../sql/reclaim.sql");
 pub const MARK_WAITING: &str = include_str!("../sql/mark_waiting.sql");

@@ -12,7 +12,7 @@ use outbox_worker::{
     event::ClaimedEvent,
     store::{
         claim, outcomes as outcome,
-        slots::{SlotResult, truncate_slot},
+        slots::{Part, SlotResult, truncate_slot},
     },
 };
 use serde_json::json;
@@ -141,7 +141,7 @@ async fn truncate_gives_up_behind_an_idle_reader_and_never_blocks_producers() {
         .await
         .unwrap();
     assert_eq!(
-        truncate_slot(&pool, 0, "50ms").await.unwrap(),
+        truncate_slot(&pool, Part::Log, 0, "50ms").await.unwrap(),
         SlotResult::Active,
         "producers write into slot 0"
     );
@@ -150,13 +150,13 @@ async fn truncate_gives_up_behind_an_idle_reader_and_never_blocks_producers() {
         .await
         .unwrap();
     assert_eq!(
-        truncate_slot(&pool, 0, "50ms").await.unwrap(),
+        truncate_slot(&pool, Part::Log, 0, "50ms").await.unwrap(),
         SlotResult::Unclaimed
     );
     let got = claim_all(&pool, &cfg.projection).await;
     assert_eq!(got.len(), 3);
     assert_eq!(
-        truncate_slot(&pool, 0, "50ms").await.unwrap(),
+        truncate_slot(&pool, Part::Log, 0, "50ms").await.unwrap(),
         SlotResult::Leased,
         "the reclaim may still need them"
     );
@@ -175,7 +175,7 @@ async fn truncate_gives_up_behind_an_idle_reader_and_never_blocks_producers() {
     assert_eq!(n, 3);
     let attempt = {
         let pool = pool.clone();
-        tokio::spawn(async move { truncate_slot(&pool, 0, "500ms").await.unwrap() })
+        tokio::spawn(async move { truncate_slot(&pool, Part::Log, 0, "500ms").await.unwrap() })
     };
     // While the TRUNCATE waits for the lock, a producer inserts (into slot 1): it does not
     // wait behind it. Its statement_timeout turns a block into an error.
@@ -199,14 +199,126 @@ async fn truncate_gives_up_behind_an_idle_reader_and_never_blocks_producers() {
 
     rtx.commit().await.unwrap();
     assert_eq!(
-        truncate_slot(&pool, 0, "50ms").await.unwrap(),
+        truncate_slot(&pool, Part::Log, 0, "50ms").await.unwrap(),
         SlotResult::Truncated
     );
     assert_eq!(
-        truncate_slot(&pool, 0, "50ms").await.unwrap(),
+        truncate_slot(&pool, Part::Log, 0, "50ms").await.unwrap(),
         SlotResult::Empty
     );
     // The event inserted meanwhile is still there and claimable.
     let got = claim_all(&pool, &cfg.projection).await;
     assert_eq!(docs(&got), ["during"]);
+}
+
+/// Sums of the row counters of the outbox tables whose names start with `prefix`
+/// (partitions included): (inserted, updated, deleted). Each session reports its counters
+/// within about a second of going idle: wait until the inserts and updates expected are all
+/// counted (more are a failure the caller sees).
+async fn row_counters(
+    c: &tokio_postgres::Client,
+    prefix: &str,
+    (inserted, updated): (i64, i64),
+) -> (i64, i64, i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c
+            .query_one(
+                "SELECT coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint,
+                        coalesce(sum(n_tup_del), 0)::bigint
+                 FROM pg_stat_user_tables
+                 WHERE schemaname = current_schema() AND relname LIKE $1 || '%'",
+                &[&prefix],
+            )
+            .await
+            .unwrap();
+        let counts = (r.get(0), r.get(1), r.get(2));
+        if (counts.0 >= inserted && counts.1 >= updated) || tokio::time::Instant::now() > deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The claims' own state is insert-only too: a claim adds a piece, its completion adds an
+/// end, and neither updates nor deletes a row, so a held snapshot has no dead tuples of
+/// theirs to keep. A slot of pieces is truncated once every piece in it has ended; a piece
+/// still open keeps its slot; a projection whose newest piece goes keeps its cursor.
+#[tokio::test]
+async fn pieces_are_insert_only_and_rotate_once_ended() {
+    let s = TestSchema::new("piecerot", NotifyMode::Off).await;
+    let cfg = s.config(&[]);
+    let pool = outbox_worker::db::pool(&cfg, 2).unwrap();
+    let c = s.client().await;
+    let setval = |n: i64| format!("SELECT setval('outbox_pieces_piece_id_seq', {n})");
+
+    // Pieces 9,998 to 10,002: the end of slot 0 and the start of slot 1 (10,000 each).
+    c.batch_execute(&setval(9997)).await.unwrap();
+    for n in 0..5 {
+        let name = format!("d{n}");
+        contract::insert(&c, &events(&[name.as_str()]))
+            .await
+            .unwrap();
+        let got = claim_all(&pool, &cfg.projection).await;
+        assert_eq!(docs(&got), [name]);
+        ack(&pool, &got).await;
+    }
+    assert_eq!(
+        truncate_slot(&pool, Part::Pieces, 0, "50ms").await.unwrap(),
+        SlotResult::Truncated,
+        "every piece of slot 0 ended"
+    );
+    assert_eq!(
+        truncate_slot(&pool, Part::Pieces, 0, "50ms").await.unwrap(),
+        SlotResult::Empty
+    );
+    assert_eq!(
+        truncate_slot(&pool, Part::Pieces, 1, "50ms").await.unwrap(),
+        SlotResult::Active,
+        "claims insert into slot 1"
+    );
+
+    // An open piece in slot 2, while claims have moved on to slot 3.
+    c.batch_execute(&setval(20000)).await.unwrap();
+    contract::insert(&c, &events(&["open"])).await.unwrap();
+    let open = claim_all(&pool, &cfg.projection).await;
+    assert_eq!(docs(&open), ["open"]);
+    c.batch_execute(&setval(30000)).await.unwrap();
+    assert_eq!(
+        truncate_slot(&pool, Part::Pieces, 1, "50ms").await.unwrap(),
+        SlotResult::Truncated
+    );
+    assert_eq!(
+        truncate_slot(&pool, Part::Pieces, 2, "50ms").await.unwrap(),
+        SlotResult::Open,
+        "its events are in flight"
+    );
+    ack(&pool, &open).await;
+    assert_eq!(
+        truncate_slot(&pool, Part::Pieces, 2, "50ms").await.unwrap(),
+        SlotResult::Truncated
+    );
+    let pieces_left: i64 = c
+        .query_one("SELECT count(*) FROM outbox_pieces", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pieces_left, 0);
+
+    // The projection's newest piece went with slot 2: its cursor was kept, so nothing is
+    // claimed twice.
+    contract::insert(&c, &events(&["after"])).await.unwrap();
+    let got = claim_all(&pool, &cfg.projection).await;
+    assert_eq!(docs(&got), ["after"]);
+    ack(&pool, &got).await;
+    assert_eq!(s.total().await, 0);
+
+    // 7 pieces and 7 ends inserted; not one row updated or deleted. The cursor row: its
+    // insert by the first claim, and one update, when the newest piece was truncated.
+    assert_eq!(row_counters(&c, "outbox_pieces", (7, 0)).await, (7, 0, 0));
+    assert_eq!(
+        row_counters(&c, "outbox_piece_ends", (7, 0)).await,
+        (7, 0, 0)
+    );
+    assert_eq!(row_counters(&c, "outbox_cursors", (1, 1)).await, (1, 1, 0));
 }

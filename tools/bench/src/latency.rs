@@ -45,7 +45,9 @@ CREATE UNLOGGED TABLE bench_acks (id bigint NOT NULL, acked_at float8 NOT NULL);
 CREATE FUNCTION bench_log_pieces() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO bench_acks
-    SELECT i, extract(epoch FROM clock_timestamp()) FROM gone, unnest(gone.event_ids) AS i;
+    SELECT i, extract(epoch FROM clock_timestamp())
+    FROM ended JOIN outbox_pieces AS p USING (piece_id), unnest(p.event_ids) AS i
+    WHERE ended.ended = 'completed';
     RETURN NULL;
 END $$;
 CREATE FUNCTION bench_log_exceptions() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -53,8 +55,8 @@ BEGIN
     INSERT INTO bench_acks SELECT id, extract(epoch FROM clock_timestamp()) FROM gone;
     RETURN NULL;
 END $$;
-CREATE TRIGGER bench_log_pieces AFTER DELETE ON outbox_pieces
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bench_log_pieces();
+CREATE TRIGGER bench_log_pieces AFTER INSERT ON outbox_piece_ends
+    REFERENCING NEW TABLE AS ended FOR EACH STATEMENT EXECUTE FUNCTION bench_log_pieces();
 CREATE TRIGGER bench_log_exceptions AFTER DELETE ON outbox_exceptions
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bench_log_exceptions();";
 
@@ -67,7 +69,7 @@ pub async fn install_ack_log(db: &Client) -> anyhow::Result<()> {
 pub async fn drop_ack_log(db: &Client) -> anyhow::Result<()> {
     Ok(db
         .batch_execute(
-            "DROP TRIGGER IF EXISTS bench_log_pieces ON outbox_pieces;
+            "DROP TRIGGER IF EXISTS bench_log_pieces ON outbox_piece_ends;
              DROP TRIGGER IF EXISTS bench_log_exceptions ON outbox_exceptions",
         )
         .await?)
