@@ -4,14 +4,18 @@
 -- Migrations need the stronger owner role; the running worker needs only this:
 
 -- The worker: read the log (it never changes a row of it; emptying a slot runs as the
--- owner, in outbox_truncate_slot, SECURITY DEFINER); claim, ack, retry, fail, release and
--- reclaim through its cursors, pieces and exceptions; its waiting mark; read the audit
--- trail for the replayed-events metric.
+-- owner, in outbox_truncate_slot and outbox_truncate_pieces, SECURITY DEFINER); claim,
+-- ack, retry, fail, release and reclaim through its pieces (insert-only), piece ends and
+-- exceptions; lock its projection's cursor row (UPDATE is what a row lock needs); its
+-- waiting mark; read the audit trail for the replayed-events metric.
 GRANT USAGE ON SCHEMA :"schema" TO :"worker";
 GRANT SELECT ON outbox_events TO :"worker";
-GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_exceptions, outbox_pieces, outbox_cursors TO :"worker";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_exceptions TO :"worker";
+GRANT SELECT, INSERT ON outbox_pieces, outbox_piece_ends TO :"worker";
+GRANT SELECT, INSERT, UPDATE ON outbox_cursors TO :"worker";
 GRANT USAGE ON SEQUENCE outbox_pieces_piece_id_seq TO :"worker";
-GRANT SELECT ON outbox_log_pending, outbox_event_states TO :"worker";
+GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
+                outbox_cursor_positions TO :"worker";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_waiting_workers TO :"worker";
 GRANT SELECT ON outbox_replay_audit TO :"worker";
 -- Other roles' snapshots in pg_stat_activity (backend_xmin, backend_xid, xact_start), for
@@ -21,9 +25,10 @@ GRANT pg_read_all_stats TO :"worker";
 
 -- The operator (stats, replay, audit): read everything, move failed events, write audit rows.
 GRANT USAGE ON SCHEMA :"schema" TO :"operator";
-GRANT SELECT ON outbox_events, outbox_cursors, outbox_pieces TO :"operator";
+GRANT SELECT ON outbox_events, outbox_cursors, outbox_pieces, outbox_piece_ends TO :"operator";
 GRANT SELECT, UPDATE ON outbox_exceptions TO :"operator";
-GRANT SELECT ON outbox_log_pending, outbox_event_states TO :"operator";
+GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
+                outbox_cursor_positions TO :"operator";
 GRANT SELECT ON outbox_waiting_workers TO :"operator";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator";
 GRANT USAGE ON SEQUENCE outbox_replay_audit_id_seq TO :"operator";

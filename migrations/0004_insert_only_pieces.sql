@@ -93,3 +93,15 @@ CREATE UNIQUE INDEX outbox_piece_ends_slot0_key ON outbox_piece_ends_slot0 (piec
 CREATE UNIQUE INDEX outbox_piece_ends_slot1_key ON outbox_piece_ends_slot1 (piece_id);
 CREATE UNIQUE INDEX outbox_piece_ends_slot2_key ON outbox_piece_ends_slot2 (piece_id);
 CREATE UNIQUE INDEX outbox_piece_ends_slot3_key ON outbox_piece_ends_slot3 (piece_id);
+
+-- A worker older than this schema deletes pieces (its completion and reclaim did). Here a
+-- deleted piece would take its projection's cursor back, so such a worker must fail
+-- loudly, not half work: every DELETE is refused with a line that says why.
+CREATE FUNCTION outbox_pieces_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'outbox_pieces is insert-only since schema 0004: a worker older than the schema is running; stop it and run the current version (runbook §5.5)'
+        USING ERRCODE = 'object_not_in_prerequisite_state';
+END
+$$;
+CREATE TRIGGER outbox_pieces_refuse_delete BEFORE DELETE ON outbox_pieces
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_pieces_refuse_delete();

@@ -41,10 +41,10 @@ pub async fn run(
             }
             other => anyhow::anyhow!("cannot connect to the database: {other}"),
         })?;
-        // outbox_cursors exists from schema 0003 (the insert-only log) on: an older schema
+        // outbox_piece_ends exists from schema 0004 (insert-only pieces) on: an older schema
         // gets the same line as a missing one.
         c.query_one(
-            "SELECT count(*) FROM outbox_events, outbox_cursors WHERE false",
+            "SELECT count(*) FROM outbox_events, outbox_cursors, outbox_piece_ends WHERE false",
             &[],
         )
         .await

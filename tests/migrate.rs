@@ -30,7 +30,8 @@ async fn schema_fingerprint(client: &tokio_postgres::Client, schema: &str) -> Ve
     for r in client
         .query(
             "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND NOT t.tgisinternal",
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND NOT t.tgisinternal
+             ORDER BY 1",
             &[&schema],
         )
         .await
@@ -451,6 +452,18 @@ async fn upgrade_from_schema_0003_carries_pieces_and_cursors() {
         (8, "pending".into(), None),
     ];
     assert_eq!(states, want);
+    // A 0003 worker still running deletes pieces: refused, with the reason.
+    let old_complete = c
+        .execute(
+            "DELETE FROM outbox_pieces WHERE lease_owner = 'old-running'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        outbox_worker::db::error_text(&old_complete).contains("insert-only since schema 0004"),
+        "{old_complete:?}"
+    );
 
     let schema_env = vec![
         ("OUTBOX_DATABASE_URL".to_string(), url.clone()),
