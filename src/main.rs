@@ -60,6 +60,9 @@ enum Command {
         /// Only events of this projection.
         #[arg(long)]
         projection: Option<String>,
+        /// Only events bound for this index.
+        #[arg(long)]
+        index: Option<String>,
         /// At most this many events.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
@@ -160,7 +163,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Replay { ids, error_reason, since, until, projection, limit, dry_run, reason, actor, all, json } => {
+            Command::Replay { ids, error_reason, since, until, projection, index, limit, dry_run, reason, actor, all, json } => {
                 use outbox_worker::replay;
                 let parse = |flag: &str, v: Option<String>| -> anyhow::Result<_> {
                     v.map(|v| replay::parse_time(&v).map_err(|e| anyhow::anyhow!("--{flag} {e}"))).transpose()
@@ -174,10 +177,11 @@ fn main() -> ExitCode {
                     failed_since: parse("since", since)?,
                     failed_before: parse("until", until)?,
                     projection,
+                    index_name: index,
                     limit,
                 };
                 if filter.is_unbounded() && !all {
-                    anyhow::bail!("the filter names no --id, --error-reason, --since, --until or --projection: add one, or --all to replay the whole failed pile (up to --limit)");
+                    anyhow::bail!("the filter names no --id, --error-reason, --since, --until, --projection or --index: add one, or --all to replay the whole failed pile (up to --limit)");
                 }
                 let client = connect(&cfg, "replay").await?;
                 if dry_run {
