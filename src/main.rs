@@ -81,6 +81,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The operator's web console on OUTBOX_CONSOLE_LISTEN (read-only without
+    /// OUTBOX_CONSOLE_WRITE_TOKEN; outside loopback it needs OUTBOX_CONSOLE_TOKEN).
+    Console,
     /// The replay audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -124,6 +127,17 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg);
+    // The console's start-up rules are config rules: one line, exit 2.
+    let console = match cli.command {
+        Command::Console => match outbox_worker::console::check(&cfg) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("outbox-worker: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,6 +222,11 @@ fn main() -> ExitCode {
                     emit!("replayed {} events (audit #{} by {actor}): {:?}", r.count, r.audit_id, r.ids);
                 }
                 Ok(())
+            }
+            Command::Console => {
+                let (addr, access) = console.expect("checked above");
+                let shutdown = worker::shutdown_on_signals();
+                outbox_worker::console::serve(cfg, addr, access, shutdown).await
             }
             Command::Audit { limit, json } => {
                 let client = connect(&cfg, "audit").await?;
