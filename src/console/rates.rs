@@ -135,7 +135,7 @@ pub fn chart_svg(series: &[(DateTime<Utc>, f64, f64)]) -> String {
     let acks: f64 = series.iter().map(|p| p.1).sum();
     let fails: f64 = series.iter().map(|p| p.2).sum();
     format!(
-        r##"<svg id="rate-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="acks and failures per minute, last hour">
+        r##"<svg id="rate-chart" data-acked="{acks}" data-failed="{fails}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="acks and failures per minute, last hour">
 <line x1="{PAD}" y1="{b}" x2="{r}" y2="{b}" stroke="#999"/>
 <line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{b}" stroke="#999"/>
 <text x="2" y="{ty}" font-size="10">{top}</text><text x="2" y="{b}" font-size="10">0</text>
