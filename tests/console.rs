@@ -329,6 +329,15 @@ async fn without_a_write_token_the_console_is_read_only() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.text().await.unwrap().contains("read-only"));
     assert_eq!(s.count("failed").await, 1);
+    // Without a read token, another name for this address (DNS rebinding) is refused.
+    let r = h
+        .get(format!("{url}/"))
+        .header(header::HOST, "rebound.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("loopback names only"));
 }
 
 /// The binary's start-up rules: one line, exit 2, the token never echoed.

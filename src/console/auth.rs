@@ -109,6 +109,21 @@ pub fn check_listen(addr: SocketAddr, has_read_token: bool) -> Result<(), Config
     )))
 }
 
+/// Whether a `Host` header names this machine's loopback (`127.0.0.1:9465`, `[::1]:9465`,
+/// `localhost:9465`). A console without a read token answers only such requests: a page
+/// of another site that points its own name at 127.0.0.1 (DNS rebinding) sends its own
+/// name, and is refused.
+pub fn host_is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// One cookie's value from the request's `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -182,6 +197,28 @@ mod tests {
         assert_eq!(Access::presented(&h).as_deref(), Some("abc"));
         h.insert(header::AUTHORIZATION, "Bearer xyz".parse().unwrap());
         assert_eq!(Access::presented(&h).as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_from_other_names() {
+        for h in [
+            "127.0.0.1:9465",
+            "127.0.0.1",
+            "[::1]:9465",
+            "localhost:9465",
+            "LOCALHOST",
+        ] {
+            assert!(host_is_loopback(h), "{h}");
+        }
+        for h in [
+            "evil.example:9465",
+            "10.0.0.1:9465",
+            "[::2]:1",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!host_is_loopback(h), "{h}");
+        }
     }
 
     #[test]

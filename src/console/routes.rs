@@ -13,7 +13,7 @@ use axum::{
 
 use super::{
     Console,
-    auth::{Access, Scope, TOKEN_COOKIE, cookie},
+    auth::{Access, Scope, TOKEN_COOKIE, cookie, host_is_loopback},
     csrf::{self, CSRF_COOKIE, CSRF_FIELD},
     filter::{self, Fields, field},
     queries, views,
@@ -46,6 +46,23 @@ impl Console {
         let existing = cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 32);
         let fresh = existing.is_none();
         let csrf = existing.unwrap_or_else(csrf::new_token);
+        if !a.needs_login() {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if !host_is_loopback(host) {
+                let mut r = (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "this console has no OUTBOX_CONSOLE_TOKEN, so it answers on loopback names only (127.0.0.1, [::1], localhost), not {host:?}\n"
+                    ),
+                )
+                    .into_response();
+                secure(r.headers_mut());
+                return Err(Box::new(r));
+            }
+        }
         let Some(scope) = a.scope(presented.as_deref()) else {
             let ctx = Ctx {
                 scope: Scope::Read,
