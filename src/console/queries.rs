@@ -123,6 +123,7 @@ pub struct EventRow {
     pub failed_at: Option<DateTime<Utc>>,
     pub doc_version: Option<i64>,
     pub payload_head: Option<String>,
+    pub payload_cut: Option<bool>,
     pub payload_bytes: Option<i32>,
 }
 
@@ -148,6 +149,7 @@ pub async fn event(c: &Client, id: i64) -> Result<Option<EventRow>, tokio_postgr
             failed_at: r.get("failed_at"),
             doc_version: r.get("doc_version"),
             payload_head: r.get("payload_head"),
+            payload_cut: r.get("payload_cut"),
             payload_bytes: r.get("payload_bytes"),
         }))
 }

@@ -310,9 +310,11 @@ pub fn event(e: &EventRow, audit: &[EventAudit]) -> String {
     }
     match (&e.payload_head, e.payload_bytes) {
         (Some(p), Some(n)) => {
-            let shown = p.len();
-            let note = if (n as usize) > shown {
-                format!("first {} characters of {n} bytes", p.chars().count())
+            let note = if e.payload_cut == Some(true) {
+                format!(
+                    "{n} bytes; the first {} characters shown",
+                    p.chars().count()
+                )
             } else {
                 format!("{n} bytes")
             };
