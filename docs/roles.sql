@@ -38,8 +38,10 @@ GRANT USAGE ON SEQUENCE outbox_replay_audit_id_seq TO :"operator";
 -- statistics views for the workers seen and what holds back cleanup. Without a write token
 -- the console's sessions are read-only besides (default_transaction_read_only).
 GRANT USAGE ON SCHEMA :"schema" TO :"console";
-GRANT SELECT ON outbox_events, outbox_cursors, outbox_pieces, outbox_exceptions TO :"console";
-GRANT SELECT ON outbox_log_pending, outbox_event_states TO :"console";
+GRANT SELECT ON outbox_events, outbox_cursors, outbox_pieces, outbox_piece_ends,
+                outbox_exceptions TO :"console";
+GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
+                outbox_cursor_positions TO :"console";
 GRANT SELECT ON outbox_waiting_workers, outbox_replay_audit TO :"console";
 GRANT pg_read_all_stats TO :"console";
 -- A console started with OUTBOX_CONSOLE_WRITE_TOKEN: the same reads, plus what a replay

@@ -1,15 +1,15 @@
 -- console_workers: every worker the database shows, by worker id: the leases it holds (log
--- pieces, and exceptions it is processing) and the events under them; whether it is waiting
--- for a NOTIFY (outbox_waiting_workers; a waiting worker refreshes its row at every poll,
--- so `waiting_until` is its heartbeat); its sessions in this database (application_name
--- `outbox-worker <role> <worker id>`, src/db.rs) and their last activity. The console's,
--- the CLI's and migrate's own sessions are left out.
+-- pieces still open, outbox_open_pieces, and exceptions it is processing) and the events
+-- under them; whether it is waiting for a NOTIFY (outbox_waiting_workers; a waiting worker
+-- refreshes its row at every poll, so `waiting_until` is its heartbeat); its sessions in
+-- this database (application_name `outbox-worker <role> <worker id>`, src/db.rs) and their
+-- last activity. The console's, the CLI's and migrate's own sessions are left out.
 WITH leases AS (
     SELECT lease_owner AS worker_id, count(*) AS leases, sum(events)::bigint AS events,
            min(lease_expires_at) AS first_lease_expires_at
     FROM (
         SELECT lease_owner, cardinality(event_ids) AS events, lease_expires_at
-        FROM outbox_pieces
+        FROM outbox_open_pieces
         UNION ALL
         SELECT lease_owner, 1, lease_expires_at
         FROM outbox_exceptions

@@ -600,6 +600,7 @@ async fn the_console_in_a_real_browser() {
         },
         "by_projection_index": by_pi,
         "stuck_owner": stuck_owner,
+        "worker_id": worker.id,
         "db_password_marker": "postgres:postgres@",
         "replay_reason": reason,
         "replay_ids": conflicting,

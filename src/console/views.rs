@@ -191,14 +191,14 @@ pub fn overview(o: &Overview, chart: Option<&rates::Rates>) -> String {
         };
         let _ = write!(
             b,
-            r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td><td>{}</td><td class="n">{}</td><td>{}</td></tr>"#,
-            esc(w.worker_id.as_deref().unwrap_or("-")),
+            r#"<tr data-worker="{id}"><td>{id}</td><td class="n" data-col="leases">{}</td><td class="n">{}</td><td>{}</td><td>{}</td><td class="n" data-col="connections">{}</td><td>{}</td></tr>"#,
             w.leases,
             w.events,
             ts(w.first_lease_expires_at),
             esc(&waiting),
             w.connections,
             ts(w.last_activity),
+            id = esc(w.worker_id.as_deref().unwrap_or("-")),
         );
     }
     let _ = write!(
