@@ -418,6 +418,20 @@ fn start_up_refuses_unsafe_settings() {
             "the token is not echoed: {err}"
         );
     }
+    // A port already taken: exit 1, naming the variable and the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = harness::worker_command()
+        .arg("console")
+        .env("OUTBOX_CONSOLE_LISTEN", &addr)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on OUTBOX_CONSOLE_LISTEN={addr}")),
+        "{err}"
+    );
 }
 
 /// The console binary, killed on drop.
