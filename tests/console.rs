@@ -711,3 +711,25 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(s.count("failed").await, 1);
     worker.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A database that does not answer is a 503 that says so, never a 500 or a hang.
+#[tokio::test]
+async fn an_unreachable_database_is_a_503() {
+    let port = harness::free_port();
+    let cfg = Config::from_pairs([(
+        "database_url",
+        format!("postgres://u:pw-s3cret@127.0.0.1:{port}/x").as_str(),
+    )])
+    .unwrap();
+    let url = serve(&cfg).await;
+    for path in ["/", "/failed", "/events/1", "/audit"] {
+        let r = http().get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("the database is unreachable"),
+            "{path}: {body}"
+        );
+        assert!(!body.contains("pw-s3cret"), "{path}: no password: {body}");
+    }
+}
