@@ -89,9 +89,25 @@ async fn bad_input_gets_a_clear_4xx() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
+    // A session holding a snapshot: the cleanup horizon names it.
+    let holder_name = harness::unique("holder");
+    let holder = harness::try_connect(&s.url, &holder_name).await.unwrap();
+    holder
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox_exceptions",
+        )
+        .await
+        .unwrap();
     let page = get("/", Some(READ)).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let body = page.text().await.unwrap();
+    let holders = body.split(r#"id="xmin-holders""#).nth(1).unwrap();
+    let holders = &holders[..holders.find("</table>").unwrap()];
+    assert!(
+        holders.contains(&holder_name) && holders.contains("<td>backend</td>"),
+        "{holders}"
+    );
+    drop(holder);
     assert!(body.contains(r#"id="count-failed">2<"#), "{body}");
     assert!(
         !body.contains("postgres:postgres@"),
