@@ -354,7 +354,11 @@ async fn replay_execute(State(c): State<Console>, headers: HeaderMap, body: Stri
         };
         return refused(&ctx, fresh, Refusal(StatusCode::FORBIDDEN, why.into()));
     }
-    let f = or_refuse!(ctx, fresh, filter::parse(&fields).map_err(bad_input));
+    let mut f = or_refuse!(ctx, fresh, filter::parse(&fields).map_err(bad_input));
+    // The ids pin the events; the limit must not cut them.
+    if let Some(ids) = &f.ids {
+        f.limit = f.limit.max(ids.len() as i64);
+    }
     let bad = |m: &str| refused(&ctx, fresh, Refusal(StatusCode::BAD_REQUEST, m.into()));
     let Some(reason) = field(&fields, "reason") else {
         return bad(
