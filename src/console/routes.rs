@@ -338,8 +338,10 @@ async fn replay_page(
 
 /// The POST's CSRF check, before anything else is looked at.
 fn check_csrf(headers: &HeaderMap, fields: &Fields) -> Result<(), Refusal> {
-    csrf::verify_request(headers, field(fields, CSRF_FIELD))
-        .map_err(|e| Refusal(StatusCode::FORBIDDEN, format!("refused (CSRF): {e}")))
+    csrf::verify_request(headers, field(fields, CSRF_FIELD)).map_err(|e| {
+        tracing::warn!(refusal = %e, "console: a POST refused by the CSRF check");
+        Refusal(StatusCode::FORBIDDEN, format!("refused (CSRF): {e}"))
+    })
 }
 
 async fn replay_execute(State(c): State<Console>, headers: HeaderMap, body: String) -> Response {
@@ -472,6 +474,7 @@ async fn login(State(c): State<Console>, headers: HeaderMap, body: String) -> Re
         && c.inner.access.scope(token).is_some()
         && (c.inner.access.needs_login() || c.inner.access.scope(token) == Some(Scope::Write));
     if !accepted {
+        tracing::warn!("console: a log-in with a token that is not accepted");
         return page(
             &ctx,
             fresh,
