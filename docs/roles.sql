@@ -1,6 +1,7 @@
 -- Least-privilege roles for outbox-worker (run as the schema owner, after `migrate`).
 -- psql -v schema=public -v worker=outbox_worker -v operator=outbox_operator \
---      -v producer=app -f docs/roles.sql   (the roles must exist: CREATE ROLE ... LOGIN)
+--      -v producer=app -v console=outbox_console -v console_writer=outbox_console_writer \
+--      -f docs/roles.sql   (the roles must exist: CREATE ROLE ... LOGIN)
 -- Migrations need the stronger owner role; the running worker needs only this:
 
 -- The worker: read the log (it never changes a row of it; emptying a slot runs as the
@@ -32,6 +33,23 @@ GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
 GRANT SELECT ON outbox_waiting_workers TO :"operator";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator";
 GRANT USAGE ON SEQUENCE outbox_replay_audit_id_seq TO :"operator";
+
+-- The console (`outbox-worker console`), read-only: what its pages read, and the
+-- statistics views for the workers seen and what holds back cleanup. Without a write token
+-- the console's sessions are read-only besides (default_transaction_read_only).
+GRANT USAGE ON SCHEMA :"schema" TO :"console";
+GRANT SELECT ON outbox_events, outbox_cursors, outbox_pieces, outbox_piece_ends,
+                outbox_exceptions TO :"console";
+GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
+                outbox_cursor_positions TO :"console";
+GRANT SELECT ON outbox_waiting_workers, outbox_replay_audit TO :"console";
+GRANT pg_read_all_stats TO :"console";
+-- A console started with OUTBOX_CONSOLE_WRITE_TOKEN: the same reads, plus what a replay
+-- writes (failed -> pending in outbox_exceptions, the audit row). Nothing else.
+GRANT :"console" TO :"console_writer";
+GRANT UPDATE ON outbox_exceptions TO :"console_writer";
+GRANT INSERT ON outbox_replay_audit TO :"console_writer";
+GRANT USAGE ON SEQUENCE outbox_replay_audit_id_seq TO :"console_writer";
 
 -- A producer (the application): insert events, nothing else. The notify trigger runs as
 -- its owner (SECURITY DEFINER), so producers need no grant on the waiting table.

@@ -86,3 +86,4 @@ psql_q "SELECT '  ' || error_reason || ': ' || count(*) FROM outbox_events WHERE
 echo "end-to-end latency (insert -> ack): p50 $(quantile 0.5), p99 $(quantile 0.99)"
 echo "documents in the engine: $docs_engine; product rows in PostgreSQL: $docs_db; version mismatches: $mismatch"
 echo "services are still running: PostgreSQL $(scripts/pg.sh url outbox), engine $ES (stop: make stop)"
+echo "the operator console:   OUTBOX_DATABASE_URL=$(scripts/pg.sh url outbox) $BIN console   (then open http://127.0.0.1:9465)"

@@ -7,7 +7,10 @@
 #   nginx-light  tests put it in front of the engine: TLS (tests/security.rs) and a request
 #                body limit, the real way a 413 arrives (lab v2, bad inputs)
 #   openssl      the CA and certificates of tests/security.rs
-#   python3      the checks of scripts/promtool.sh
+#   python3      the checks of scripts/promtool.sh; with python3-venv, the browser tests'
+#                venv (scripts/browser-venv.sh installs Playwright from PyPI into it)
+#   chromium     the headless browser of the console's test (tests/console.rs); Playwright
+#                drives Debian's build, its own browser download is not used
 #
 # Idempotent and quick: it looks for each command first and calls apt-get only for what is
 # missing. Installs start no service (nginx runs in the foreground, started by the tests).
@@ -36,6 +39,8 @@ have "${MVN:-mvn}" || missing+=(maven)
 { have nginx || [ -x /usr/sbin/nginx ]; } || missing+=(nginx-light)
 have openssl || missing+=(openssl)
 have python3 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+{ have chromium || [ -x /usr/bin/chromium ]; } || missing+=(chromium)
 
 [ "${#missing[@]}" = 0 ] && exit 0
 

@@ -8,6 +8,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/deps.sh
 scripts/services.sh start
+# Playwright from PyPI for the console's browser test (tests/console.rs), in target/venv.
+scripts/browser-venv.sh >/dev/null
 export OUTBOX_TEST_DATABASE_URL="$(scripts/pg.sh url outbox_test)"
 export OUTBOX_TEST_ELASTICSEARCH_URL="$(scripts/engine.sh url)"
 runuser -u postgres -- dropdb --if-exists --force outbox_test

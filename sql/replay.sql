@@ -1,6 +1,6 @@
 -- replay: failed -> pending for the events the filter matches (same parameters as
 -- replay_select), attempts and deferrals reset, replay_count + 1, and the audit row, all in one statement
--- (so in one transaction). $7 actor, $8 reason text, $9 the filter as JSON.
+-- (so in one transaction). $8 actor, $9 reason text, $10 the filter as JSON.
 WITH picked AS (
     SELECT id FROM outbox_exceptions
     WHERE status = 'failed'
@@ -9,8 +9,9 @@ WITH picked AS (
       AND ($3::timestamptz IS NULL OR failed_at >= $3)
       AND ($4::timestamptz IS NULL OR failed_at < $4)
       AND ($5::text IS NULL OR projection = $5)
+      AND ($6::text IS NULL OR index_name = $6)
     ORDER BY id
-    LIMIT $6
+    LIMIT $7
     FOR UPDATE
 ), moved AS (
     UPDATE outbox_exceptions AS e
@@ -22,6 +23,6 @@ WITH picked AS (
     RETURNING e.id
 )
 INSERT INTO outbox_replay_audit (actor, reason, filter, event_count, event_ids)
-SELECT $7, $8, $9::jsonb, count(*), coalesce(array_agg(id ORDER BY id), '{}')
+SELECT $8, $9, $10::jsonb, count(*), coalesce(array_agg(id ORDER BY id), '{}')
 FROM moved
 RETURNING id, replayed_at, event_count, event_ids

@@ -105,11 +105,21 @@ pub const POOL_SESSION_OPTIONS: &str =
 
 /// The connection pool used for claims, outcomes, the reclaimer and the gauges.
 pub fn pool(cfg: &Config, max_size: usize) -> Result<Pool, ConnectSetupError> {
-    let (mut pg, tls) = pg_config(cfg, "pool")?;
-    // Session settings of the worker's own writes (POOL_SESSION_OPTIONS, after the URL's).
+    pool_with(cfg, "pool", POOL_SESSION_OPTIONS, max_size)
+}
+
+/// A pool whose connections are named `role` in `pg_stat_activity` and carry the session
+/// `options` (after the URL's own).
+pub fn pool_with(
+    cfg: &Config,
+    role: &str,
+    session_options: &str,
+    max_size: usize,
+) -> Result<Pool, ConnectSetupError> {
+    let (mut pg, tls) = pg_config(cfg, role)?;
     let options = match pg.get_options() {
-        Some(o) if !o.is_empty() => format!("{o} {POOL_SESSION_OPTIONS}"),
-        _ => POOL_SESSION_OPTIONS.to_string(),
+        Some(o) if !o.is_empty() => format!("{o} {session_options}"),
+        _ => session_options.to_string(),
     };
     pg.options(&options);
     let mgr = Manager::from_config(

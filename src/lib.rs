@@ -7,6 +7,7 @@
 //! - [`contract`]: the producer's contract: the columns, `Op`, `Status`, `ErrorReason`, and
 //!   the one insert helper to call inside the application's own transaction;
 //! - [`stats`] and [`replay`]: the operator's questions and the audited replay;
+//! - [`console`]: the operator's web console (`outbox-worker console`);
 //! - [`metrics`]: the metric names and the Prometheus recorder;
 //! - [`producer`]: an application-style load generator (the demo and the benches);
 //! - [`connect`]: one database connection as the worker makes it (TLS per `sslmode`).
@@ -27,6 +28,7 @@
 //! project's own tests, benches and tools (the harness crate turns it on); it is not an API.
 
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod metrics;
 pub mod migrate;

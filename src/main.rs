@@ -60,6 +60,9 @@ enum Command {
         /// Only events of this projection.
         #[arg(long)]
         projection: Option<String>,
+        /// Only events bound for this index.
+        #[arg(long)]
+        index: Option<String>,
         /// At most this many events.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
@@ -78,6 +81,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The operator's web console on OUTBOX_CONSOLE_LISTEN (read-only without
+    /// OUTBOX_CONSOLE_WRITE_TOKEN; outside loopback it needs OUTBOX_CONSOLE_TOKEN).
+    Console,
     /// The replay audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -121,6 +127,17 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg);
+    // The console's start-up rules are config rules: one line, exit 2.
+    let console = match cli.command {
+        Command::Console => match outbox_worker::console::check(&cfg) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("outbox-worker: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -160,7 +177,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Replay { ids, error_reason, since, until, projection, limit, dry_run, reason, actor, all, json } => {
+            Command::Replay { ids, error_reason, since, until, projection, index, limit, dry_run, reason, actor, all, json } => {
                 use outbox_worker::replay;
                 let parse = |flag: &str, v: Option<String>| -> anyhow::Result<_> {
                     v.map(|v| replay::parse_time(&v).map_err(|e| anyhow::anyhow!("--{flag} {e}"))).transpose()
@@ -174,10 +191,11 @@ fn main() -> ExitCode {
                     failed_since: parse("since", since)?,
                     failed_before: parse("until", until)?,
                     projection,
+                    index_name: index,
                     limit,
                 };
                 if filter.is_unbounded() && !all {
-                    anyhow::bail!("the filter names no --id, --error-reason, --since, --until or --projection: add one, or --all to replay the whole failed pile (up to --limit)");
+                    anyhow::bail!("the filter names no --id, --error-reason, --since, --until, --projection or --index: add one, or --all to replay the whole failed pile (up to --limit)");
                 }
                 let client = connect(&cfg, "replay").await?;
                 if dry_run {
@@ -204,6 +222,11 @@ fn main() -> ExitCode {
                     emit!("replayed {} events (audit #{} by {actor}): {:?}", r.count, r.audit_id, r.ids);
                 }
                 Ok(())
+            }
+            Command::Console => {
+                let (addr, access) = console.expect("checked above");
+                let shutdown = worker::shutdown_on_signals();
+                outbox_worker::console::serve(cfg, addr, access, shutdown).await
             }
             Command::Audit { limit, json } => {
                 let client = connect(&cfg, "audit").await?;

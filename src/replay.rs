@@ -23,6 +23,8 @@ pub struct ReplayFilter {
     pub failed_before: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub projection: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_name: Option<String>,
     pub limit: i64,
 }
 
@@ -34,6 +36,7 @@ impl ReplayFilter {
             && self.failed_since.is_none()
             && self.failed_before.is_none()
             && self.projection.is_none()
+            && self.index_name.is_none()
     }
 }
 
@@ -43,6 +46,19 @@ pub struct DryRun {
     pub by_reason: BTreeMap<String, usize>,
     pub sample_ids: Vec<i64>,
     pub filter: ReplayFilter,
+    /// Every event that would move, in id order (the console lists them all).
+    #[serde(skip)]
+    pub events: Vec<WouldMove>,
+}
+
+/// One failed event a dry run matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct WouldMove {
+    pub id: i64,
+    pub error_reason: Option<String>,
+    pub index_name: String,
+    pub doc_id: String,
+    pub failed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +90,7 @@ pub async fn dry_run(client: &Client, f: &ReplayFilter) -> Result<DryRun, tokio_
                 &f.failed_since,
                 &f.failed_before,
                 &f.projection,
+                &f.index_name,
                 &f.limit,
             ],
         )
@@ -90,6 +107,16 @@ pub async fn dry_run(client: &Client, f: &ReplayFilter) -> Result<DryRun, tokio_
         by_reason,
         sample_ids: rows.iter().take(20).map(|r| r.get("id")).collect(),
         filter: f.clone(),
+        events: rows
+            .iter()
+            .map(|r| WouldMove {
+                id: r.get("id"),
+                error_reason: r.get("error_reason"),
+                index_name: r.get("index_name"),
+                doc_id: r.get("doc_id"),
+                failed_at: r.get("failed_at"),
+            })
+            .collect(),
     })
 }
 
@@ -109,6 +136,7 @@ pub async fn execute(
                 &f.failed_since,
                 &f.failed_before,
                 &f.projection,
+                &f.index_name,
                 &f.limit,
                 &actor,
                 &reason,

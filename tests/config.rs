@@ -173,12 +173,21 @@ fn secrets_are_redacted_in_config_output() {
             ),
             ("OUTBOX_ELASTICSEARCH_USERNAME", "elastic"),
             ("OUTBOX_ELASTICSEARCH_PASSWORD", "es-s3cret"),
+            ("OUTBOX_CONSOLE_TOKEN", "console-read-s3cret"),
+            ("OUTBOX_CONSOLE_WRITE_TOKEN", "console-write-s3cret"),
         ],
         None,
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        !stdout.contains("db-s3cret") && !stdout.contains("es-s3cret"),
+        !stdout.contains("db-s3cret")
+            && !stdout.contains("es-s3cret")
+            && !stdout.contains("console-read-s3cret")
+            && !stdout.contains("console-write-s3cret"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"console_write_token\": \"<redacted>\""),
         "{stdout}"
     );
     assert!(

@@ -83,6 +83,13 @@ async fn stats_group_failures_and_replay_is_audited() {
     assert_ne!(code, 0);
     assert!(err.contains("--all"), "{err}");
     assert_eq!(s.count("failed").await, 3);
+    // --index names a filter: every failure here is bound for `index`, none for another.
+    for (idx, want) in [(index.as_str(), 3), ("no_such_index", 0)] {
+        let (code, out, err) = cli(&s, &["replay", "--index", idx, "--dry-run", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let d: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(d["matched"], want, "--index {idx}: {out}");
+    }
 
     // Dry run: exactly what would move, and nothing changes.
     let conflict_reason = reasons

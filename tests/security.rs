@@ -403,7 +403,10 @@ async fn least_privilege_roles_are_enough() {
     let worker = harness::unique("r_worker");
     let operator = harness::unique("r_operator");
     let producer = harness::unique("r_producer");
-    for r in [&worker, &operator, &producer] {
+    let console_ro = harness::unique("r_console");
+    let console_rw = harness::unique("r_console_w");
+    let roles = [&worker, &operator, &producer, &console_ro, &console_rw];
+    for r in roles {
         admin
             .batch_execute(&format!("CREATE ROLE {r} LOGIN PASSWORD 'pw'"))
             .await
@@ -413,7 +416,9 @@ async fn least_privilege_roles_are_enough() {
         .replace(":\"schema\"", &s.name)
         .replace(":\"worker\"", &worker)
         .replace(":\"operator\"", &operator)
-        .replace(":\"producer\"", &producer);
+        .replace(":\"producer\"", &producer)
+        .replace(":\"console_writer\"", &console_rw)
+        .replace(":\"console\"", &console_ro);
     s.client().await.batch_execute(&grants).await.unwrap();
     let as_role = |role: &str| {
         let base = harness::pg_base_url();
@@ -441,7 +446,9 @@ async fn least_privilege_roles_are_enough() {
         .unwrap();
     }
     // Raw SQL: a payload that is not an object breaks the contract on purpose.
-    prod.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, 'bad', 'index', '[1]')", &[&index]).await.unwrap();
+    for doc in ["bad", "bad2"] {
+        prod.execute("INSERT INTO outbox_events (index_name, doc_id, op, payload) VALUES ($1, $2, 'index', '[1]')", &[&index, &doc]).await.unwrap();
+    }
     s.wait_drained(Duration::from_secs(20)).await;
     w.stop().await;
     assert_eq!(Engine::new().count(&index).await, 5);
@@ -461,6 +468,18 @@ async fn least_privilege_roles_are_enough() {
             .is_err(),
         "producers cannot read the outbox"
     );
+    // The console's roles: the read-only one shows every page, the writer replays.
+    let bad2: i64 = s
+        .client()
+        .await
+        .query_one(
+            "SELECT id FROM outbox_exceptions WHERE doc_id = 'bad2'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    console_pages_and_replay(&s, &as_role(&console_ro), &as_role(&console_rw), bad2).await;
     // The operator role replays (and audits).
     let out = harness::worker_command()
         .args([
@@ -484,10 +503,68 @@ async fn least_privilege_roles_are_enough() {
         1
     );
     drop((wc, prod));
-    for r in [&worker, &operator, &producer] {
+    for r in roles {
         admin
             .batch_execute(&format!("DROP OWNED BY {r}; DROP ROLE {r}"))
             .await
             .ok();
     }
+}
+
+/// The console as its least-privilege roles: every page as the read-only role, and a
+/// replay of event `id` as the writer (the read-only role is refused by the database).
+async fn console_pages_and_replay(s: &TestSchema, read_url: &str, write_url: &str, id: i64) {
+    use outbox_worker::console;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let serve = |url: &str, write: bool| {
+        let mut pairs = vec![("database_url", url)];
+        if write {
+            pairs.push(("console_write_token", "write-token-0123456789"));
+        }
+        let cfg = s.config(&pairs);
+        let (_, access) = console::check(&cfg).unwrap();
+        let app = console::router(&cfg, access).unwrap();
+        async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", l.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(l, app).await });
+            base
+        }
+    };
+    let ro = serve(read_url, false).await;
+    for path in [
+        "/".to_string(),
+        "/failed".into(),
+        format!("/events/{id}"),
+        "/replay?error_reason=invalid_event".into(),
+        "/audit".into(),
+    ] {
+        let r = http.get(format!("{ro}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} as the console role");
+    }
+    let csrf = "0123456789abcdef0123456789abcdef";
+    let replay = |base: String| {
+        http.post(format!("{base}/replay"))
+            .bearer_auth("write-token-0123456789")
+            .header("cookie", format!("outbox_console_csrf={csrf}"))
+            .form(&[
+                ("csrf", csrf.to_string()),
+                ("ids", id.to_string()),
+                ("expected", "1".into()),
+                ("reason", "console role test".into()),
+            ])
+            .send()
+    };
+    // A write token on a console whose role may not write: the database refuses.
+    let r = replay(serve(read_url, true).await).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("permission denied"));
+    assert_eq!(s.state(id).await.unwrap().0, "failed");
+    let r = replay(serve(write_url, true).await).await.unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(s.state(id).await.unwrap().0, "pending");
 }

@@ -180,6 +180,14 @@ pub struct Config {
     pub debounce: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` when `off`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where `outbox-worker console` listens; `None` when `off`.
+    pub console_listen: Option<SocketAddr>,
+    /// The console's read token (`OUTBOX_CONSOLE_TOKEN`).
+    pub console_token: Option<Secret>,
+    /// The console's write token (`OUTBOX_CONSOLE_WRITE_TOKEN`): replay.
+    pub console_write_token: Option<Secret>,
+    /// Workers' `/metrics` URLs the console samples for its chart.
+    pub console_metrics_urls: Vec<String>,
     pub log_format: LogFormat,
     pub log_level: String,
     /// Trigger mode installed by `migrate`.
@@ -220,6 +228,51 @@ pub fn redact_url(s: &str) -> String {
         Err(_) if s.contains('@') => "<unparsable URL, redacted>".to_string(),
         Err(_) => s.to_string(),
     }
+}
+
+/// Whether `t` can be a console token: long enough to guess at no rate, and only characters
+/// that travel unquoted in a cookie and an `Authorization: Bearer` header.
+pub fn valid_console_token(t: &str) -> bool {
+    t.len() >= 16
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b))
+}
+
+/// A console token: a secret, so a bad one is refused without echoing it.
+fn console_token(raw: &Raw, key: &str) -> Result<Option<Secret>, ConfigError> {
+    let Some(t) = raw.opt_text(key) else {
+        return Ok(None);
+    };
+    if !valid_console_token(&t) {
+        let s = setting(key);
+        return Err(ConfigError(format!(
+            "invalid {} (value not shown): expected {}",
+            s.env,
+            s.expected()
+        )));
+    }
+    Ok(Some(Secret::new(t)))
+}
+
+fn console_metrics_urls(raw: &Raw) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = raw.opt_text("console_metrics_urls") else {
+        return Ok(Vec::new());
+    };
+    let mut urls = Vec::new();
+    for u in v.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        match Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {
+                urls.push(u.to_string())
+            }
+            _ => {
+                return Err(ConfigError(format!(
+                    "invalid OUTBOX_CONSOLE_METRICS_URLS: {:?} is not an http URL (expected comma-separated http URLs, e.g. http://127.0.0.1:9464/metrics)",
+                    redact_url(u)
+                )));
+            }
+        }
+    }
+    Ok(urls)
 }
 
 impl Config {
@@ -284,6 +337,10 @@ impl Config {
             shutdown_grace: raw.seconds("shutdown_grace_seconds")?,
             debounce: Duration::from_millis(raw.int("debounce_ms")?),
             metrics_addr: raw.addr("metrics_addr")?,
+            console_listen: raw.addr("console_listen")?,
+            console_token: console_token(raw, "console_token")?,
+            console_write_token: console_token(raw, "console_write_token")?,
+            console_metrics_urls: console_metrics_urls(raw)?,
             log_format: raw.word("log_format")?,
             log_level: raw.text("log_level"),
             notify_mode: raw.word("notify_mode")?,
