@@ -210,7 +210,7 @@ async fn a_data_node(engine: &Engine) -> usize {
     let manager: Value = engine
         .raw()
         .await
-        .get(format!("{}/_cat/cluster_manager?format=json", engine.url))
+        .get(format!("{}/_cat/master?format=json", engine.url))
         .send()
         .await
         .unwrap()
