@@ -354,6 +354,11 @@ impl Config {
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("config serialises");
         v["database_url"] = serde_json::Value::String(redact_url(self.database_url.expose()));
+        v["elasticsearch_urls"] = self
+            .elasticsearch_urls
+            .iter()
+            .map(|u| serde_json::Value::String(redact_url(u.as_str())))
+            .collect();
         v
     }
 }
@@ -398,6 +403,20 @@ mod tests {
         assert!(
             e.0.starts_with("invalid OUTBOX_ELASTICSEARCH_API_KEY: set either"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn engine_urls_keep_their_order_and_hide_passwords_in_config_output() {
+        let cfg = Config::from_pairs([(
+            "elasticsearch_url",
+            "http://es1:9200,https://u:s3cret@es2:9243/",
+        )])
+        .unwrap();
+        let shown = cfg.redacted_json()["elasticsearch_urls"].clone();
+        assert_eq!(
+            shown,
+            serde_json::json!(["http://es1:9200/", "https://u:<redacted>@es2:9243/"])
         );
     }
 
