@@ -439,3 +439,31 @@ async fn cluster_c_one_node_throttles_or_refuses_everything() {
     }
     w.signal("TERM").unwrap();
 }
+
+/// Discovery (OUTBOX_ELASTICSEARCH_DISCOVERY=nodes): given node 1 alone, `_nodes/http` names
+/// the other two, which are added once.
+#[tokio::test]
+#[ignore = "needs the three-node cluster: make labs-cluster"]
+async fn cluster_discovery_adds_the_nodes_it_is_not_given() {
+    let urls = cluster();
+    let cfg = outbox_worker::config::Config::from_pairs([
+        ("elasticsearch_url", urls[0].as_str()),
+        ("elasticsearch_discovery", "nodes"),
+    ])
+    .unwrap();
+    let client = outbox_worker::bulk::client::BulkClient::new(&cfg).unwrap();
+    let mut added = client.discover_once().await.unwrap();
+    added.sort();
+    let want: Vec<String> = urls[1..].iter().map(|u| label(u)).collect();
+    assert_eq!(added, want);
+    assert_eq!(client.nodes_up(), (urls.len(), urls.len()));
+    assert!(
+        client.discover_once().await.unwrap().is_empty(),
+        "known nodes are not added twice"
+    );
+    report(format!(
+        "LAB cluster-discovery: given=1 discovered={} nodes={:?}",
+        added.len(),
+        added
+    ));
+}
