@@ -7,6 +7,7 @@
 #   scripts/labs-cluster.sh                  full size (make labs-cluster)
 #   LABS_SCALE=ci scripts/labs-cluster.sh    CI size (scripts/test.sh)
 #   ENGINE=elasticsearch ...                 the same against Elasticsearch's test zip
+#   LABS_CLUSTER_VICTIM=manager ...          (a) kills the elected cluster manager, not a data node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
