@@ -6,9 +6,10 @@
 #   make bench        the criterion benches, then the end-to-end bench (target/bench/report.json)
 #   make bench-quick  the end-to-end bench at CI size
 #   make labs         the runbook's failure labs v1-v4 and the long-transaction lab (full size)
+#   make labs-cluster the cluster labs on a three-node OpenSearch started here (full size)
 #   make soak         the chaos soak (target/soak/report.json)
 #   make stop         stops PostgreSQL and the engine
-.PHONY: demo test labs bench bench-quick soak services stop lint build
+.PHONY: demo test labs labs-cluster bench bench-quick soak services stop lint build
 
 demo:
 	scripts/demo.sh
@@ -18,6 +19,9 @@ test:
 
 labs:
 	scripts/labs.sh
+
+labs-cluster:
+	scripts/labs-cluster.sh
 
 bench:
 	scripts/bench.sh

@@ -3,10 +3,21 @@
 # for the outbox worker's integration tests. See engine/README.md.
 #
 #   scripts/engine.sh start|stop|status|url
+#   ENGINE_NODES=3 scripts/engine.sh start|stop|status|url|restart
+#   ENGINE_NODES=3 scripts/engine.sh node-kill|node-stop|node-start N
 #
 # Environment:
 #   ENGINE              opensearch (default): OpenSearch 2.19.6 embedded in a JVM (engine/opensearch)
 #                       elasticsearch: Elasticsearch's integ-test-zip from Maven Central
+#   ENGINE_NODES        1 (default): one node on ENGINE_PORT. 3 (or more): a cluster of that many
+#                       nodes on this machine, its own cluster name, ports, data and state
+#                       (target/engine/<engine>-cluster/node-N), discovery through
+#                       discovery.seed_hosts and cluster.initial_cluster_manager_nodes;
+#                       `url` prints the nodes' URLs separated by commas
+#   ENGINE_CLUSTER_PORT   HTTP port of node 1 of a cluster; node N gets it + N - 1 (default 9211;
+#                       not 9200, the single node's, nor 9201, the Elasticsearch phase of test.sh)
+#   ENGINE_CLUSTER_TRANSPORT_PORT  transport port of node 1 (default 9411; outside 9300-9399)
+#   ENGINE_CLUSTER_HEAP  JVM heap of each cluster node (default -Xms384m -Xmx512m)
 #   ENGINE_PORT         HTTP port (default 9200)
 #   ENGINE_TRANSPORT_PORT  transport port or range (default 9300-9399)
 #   ENGINE_HEAP         JVM heap for -Xms/-Xmx (default: -Xms512m -Xmx1g)
@@ -22,7 +33,9 @@
 #   MVN                 maven command (default mvn); MAVEN_ARGS extra maven arguments
 #                       (e.g. -Dmaven.repo.local=...)
 #
-# `stop` without ENGINE set stops every engine started from this checkout.
+# `stop` without ENGINE set stops every engine started from this checkout (ENGINE_NODES=3: every
+# cluster node). node-kill sends SIGKILL to node N, node-stop SIGTERM; node-start starts it again
+# on its data; restart stops the whole cluster and starts it again on its data.
 # State lives in target/engine/<engine>/ (pid, engine.log, node home with a fresh data dir
 # per start); build caches in target/engine/ and ~/.m2.
 set -euo pipefail
@@ -41,14 +54,24 @@ MAVEN_ARGS="${MAVEN_ARGS:-}"
 read -r -a EXTRA_SETTINGS <<<"${ENGINE_SETTINGS:-}"
 URL="http://127.0.0.1:${PORT}"
 ENGINE_ROOT="$ROOT/target/engine"
+NODES="${ENGINE_NODES:-1}"
+CLUSTER_PORT="${ENGINE_CLUSTER_PORT:-9211}"
+CLUSTER_TRANSPORT_PORT="${ENGINE_CLUSTER_TRANSPORT_PORT:-9411}"
 
 case "$ENGINE" in
   opensearch|elasticsearch) ;;
   *) echo "engine.sh: unknown ENGINE=$ENGINE (want opensearch or elasticsearch)" >&2; exit 2 ;;
 esac
+[[ "$NODES" =~ ^[1-9]$ ]] || { echo "engine.sh: ENGINE_NODES=$NODES: want 1 to 9" >&2; exit 2; }
 STATE="$ENGINE_ROOT/$ENGINE"
 PIDFILE="$STATE/engine.pid"
 LOG="$STATE/engine.log"
+# Where a node keeps its home (OpenSearch) or data (Elasticsearch), whether `launch` wipes it,
+# and the settings that make it one node of a cluster (none for the single node).
+NODE_DIR="$STATE"
+FRESH=1
+NODE_SETTINGS=()
+CLUSTER_STATE="$ENGINE_ROOT/$ENGINE-cluster"
 
 log() { echo "engine.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -107,7 +130,11 @@ fail_with_log() {
     log "last 50 lines of $LOG:"
     tail -n 50 "$LOG" >&2
   fi
-  stop_one "$ENGINE" >/dev/null 2>&1 || true
+  if ((NODES > 1)); then
+    cluster_stop >/dev/null 2>&1 || true
+  else
+    stop_one "$ENGINE" >/dev/null 2>&1 || true
+  fi
   exit 1
 }
 
@@ -168,19 +195,20 @@ os_build() {
 }
 
 os_launch() {
-  local build="$ENGINE_ROOT/opensearch-build" home="$STATE/home" jh
+  local build="$ENGINE_ROOT/opensearch-build" home="$NODE_DIR/home" jh
   jh="$(os_java_home)"
-  rm -rf "$home"
+  if ((FRESH)); then rm -rf "$home"; fi
   mkdir -p "$home/config" "$home/data" "$home/logs" "$home/modules" "$home/plugins"
   cp "$ROOT/engine/opensearch/config/log4j2.properties" "$home/config/"
-  : >"$LOG"
+  if ((FRESH)); then : >"$LOG"; fi
   # shellcheck disable=SC2086
   # shellcheck disable=SC2016  # expanded by the inner bash: it records its own pid, then execs
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
     "$jh/bin/java" $HEAP -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
       -Dfile.encoding=UTF-8 -Dlog4j2.disable.jmx=true -Dlog4j.shutdownHookEnabled=false \
       -cp "$build/classes:$(cat "$build/classpath.txt")" outbox.engine.EmbeddedOpenSearch "$home" \
-      "http.port=$PORT" "transport.port=$TRANSPORT_PORT" ${EXTRA_SETTINGS[@]+"${EXTRA_SETTINGS[@]}"} \
+      "http.port=$PORT" "transport.port=$TRANSPORT_PORT" ${NODE_SETTINGS[@]+"${NODE_SETTINGS[@]}"} \
+      ${EXTRA_SETTINGS[@]+"${EXTRA_SETTINGS[@]}"} \
       </dev/null >>"$LOG" 2>&1 &
 }
 
@@ -236,18 +264,23 @@ es_build() {
 }
 
 es_launch() {
-  local dist="$ENGINE_ROOT/elasticsearch-dist" home user jh data logs opts=()
+  local dist="$ENGINE_ROOT/elasticsearch-dist" home user jh data logs conf opts=()
   home="$dist/elasticsearch-$ES_VERSION"
   jh="$(es_java_home)"
   user="$(es_user)"
-  data="$STATE/data"
-  logs="$STATE/logs"
-  rm -rf "$data" "$logs" "$home/config"
-  cp -a "$home/config.dist" "$home/config"   # fresh config (ES writes a keystore into it)
+  data="$NODE_DIR/data"
+  logs="$NODE_DIR/logs"
+  conf="$NODE_DIR/config"
+  if ((FRESH)); then
+    rm -rf "$data" "$logs" "$conf"
+    : >"$LOG"
+  fi
+  if [[ ! -d "$conf" ]]; then
+    cp -a "$home/config.dist" "$conf"   # a config of its own (ES writes a keystore into it)
+  fi
   mkdir -p "$data" "$logs"
-  : >"$LOG"
   if [[ "$(id -u)" == 0 ]]; then
-    chown -R "$user" "$home" "$data" "$logs"
+    chown -R "$user" "$home" "$data" "$logs" "$conf"
     runuser -u "$user" -- test -x "$home/bin/elasticsearch" -a -w "$data" \
       || die "user $user cannot reach $home (a parent directory is not world-traversable?)"
   fi
@@ -258,23 +291,165 @@ es_launch() {
   if [[ -d "$home/modules/x-pack-ml" ]]; then
     opts+=(-Expack.ml.enabled=false)
   fi
-  local cmd=(env "ES_JAVA_HOME=$jh" "ES_JAVA_OPTS=$HEAP" "ES_PATH_CONF=$home/config"
+  local single=(-Ediscovery.type=single-node -Ecluster.name=outbox-test -Enode.name=outbox-test-node)
+  ((${#NODE_SETTINGS[@]})) && single=()
+  local cmd=(env "ES_JAVA_HOME=$jh" "ES_JAVA_OPTS=$HEAP" "ES_PATH_CONF=$conf"
     "$home/bin/elasticsearch"
-    -Ediscovery.type=single-node -Enetwork.host=127.0.0.1
+    ${single[@]+"${single[@]}"} -Enetwork.host=127.0.0.1
     "-Ehttp.port=$PORT" "-Etransport.port=$TRANSPORT_PORT"
-    -Ecluster.name=outbox-test -Enode.name=outbox-test-node
     -Ecluster.routing.allocation.disk.threshold_enabled=false
     -Eaction.auto_create_index=true
     "-Epath.data=$data" "-Epath.logs=$logs"
     ${opts[@]+"${opts[@]}"})
   local kv
-  for kv in ${EXTRA_SETTINGS[@]+"${EXTRA_SETTINGS[@]}"}; do cmd+=("-E$kv"); done
+  for kv in ${NODE_SETTINGS[@]+"${NODE_SETTINGS[@]}"} ${EXTRA_SETTINGS[@]+"${EXTRA_SETTINGS[@]}"}; do
+    cmd+=("-E$kv")
+  done
   if [[ "$(id -u)" == 0 ]]; then
     cmd=(runuser -u "$user" -- "${cmd[@]}")
   fi
   # shellcheck disable=SC2016  # expanded by the inner bash: it records its own pid, then execs
   setsid bash -c 'echo $$ >"$0"; cd "$1" && shift && exec "$@"' "$PIDFILE" "$home" "${cmd[@]}" \
     </dev/null >>"$LOG" 2>&1 &
+}
+
+# ---------------------------------------------------------------- a cluster (ENGINE_NODES > 1)
+node_url() { echo "http://127.0.0.1:$((CLUSTER_PORT + $1 - 1))"; }
+
+# Point the globals the single-node functions use at node $1 of the cluster.
+set_node() {
+  local i="$1" seeds=() managers=() k
+  NODE_DIR="$CLUSTER_STATE/node-$i"
+  STATE="$NODE_DIR"
+  PIDFILE="$NODE_DIR/engine.pid"
+  LOG="$NODE_DIR/engine.log"
+  PORT=$((CLUSTER_PORT + i - 1))
+  URL="http://127.0.0.1:$PORT"
+  TRANSPORT_PORT=$((CLUSTER_TRANSPORT_PORT + i - 1))
+  HEAP="${ENGINE_CLUSTER_HEAP:--Xms384m -Xmx512m}"
+  for k in $(seq 1 "$NODES"); do
+    seeds+=("127.0.0.1:$((CLUSTER_TRANSPORT_PORT + k - 1))")
+    managers+=("outbox-node-$k")
+  done
+  local joined_seeds joined_managers
+  joined_seeds="$(IFS=,; echo "${seeds[*]}")"
+  joined_managers="$(IFS=,; echo "${managers[*]}")"
+  NODE_SETTINGS=("cluster.name=outbox-cluster" "node.name=outbox-node-$i"
+    "discovery.seed_hosts=$joined_seeds")
+  if [[ "$ENGINE" == opensearch ]]; then
+    # The launcher's default is single-node discovery; zen is OpenSearch's own.
+    NODE_SETTINGS+=("discovery.type=zen" "cluster.initial_cluster_manager_nodes=$joined_managers")
+  else
+    NODE_SETTINGS+=("cluster.initial_master_nodes=$joined_managers")
+  fi
+  mkdir -p "$NODE_DIR"
+}
+
+cluster_urls() {
+  local i urls=()
+  for i in $(seq 1 "$NODES"); do urls+=("$(node_url "$i")"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
+launch_node() { # $1: node number; FRESH decides whether its data is wiped
+  set_node "$1"
+  if running_pid >/dev/null; then return 0; fi
+  port_in_use && die "port $PORT (node $1) is in use by something else"
+  rm -f "$PIDFILE"
+  case "$ENGINE" in
+    opensearch) os_launch ;;
+    elasticsearch) es_launch ;;
+  esac
+  for _ in $(seq 1 50); do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
+}
+
+# Every node answers and sees all the others; then no shard is left unassigned.
+wait_cluster() {
+  local deadline=$((SECONDS + START_TIMEOUT)) i ok
+  while ((SECONDS < deadline)); do
+    ok=1
+    for i in $(seq 1 "$NODES"); do
+      set_node "$i"
+      running_pid >/dev/null || fail_with_log "node $i exited before the cluster formed"
+      curl -fsS -m 5 -o /dev/null \
+        "$URL/_cluster/health?wait_for_nodes=$NODES&wait_for_status=green&timeout=1s" 2>/dev/null || ok=0
+    done
+    ((ok)) && return 0
+    sleep 1
+  done
+  fail_with_log "the $NODES-node cluster did not form within ${START_TIMEOUT}s"
+}
+
+# New indices get one replica (the engines' default, made explicit): every shard has a copy
+# on a second node, so one node lost loses nothing acked.
+put_replica_template() {
+  local body='{"index_patterns":["*"],"order":0,"settings":{"number_of_replicas":1}}'
+  curl -fsS -m 10 -o /dev/null -X PUT "$(node_url 1)/_template/outbox-one-replica" \
+    -H 'Content-Type: application/json' -d "$body" \
+    || die "could not put the one-replica template"
+}
+
+cluster_start() {
+  local started=$SECONDS i
+  mkdir -p "$CLUSTER_STATE"
+  case "$ENGINE" in
+    opensearch) os_build ;;
+    elasticsearch) es_build ;;
+  esac
+  local fresh="$FRESH"
+  for i in $(seq 1 "$NODES"); do FRESH="$fresh" launch_node "$i"; done
+  wait_cluster
+  ((fresh)) && put_replica_template
+  log "$ENGINE cluster of $NODES nodes up in $((SECONDS - started))s (logs: $CLUSTER_STATE/node-*/engine.log)"
+  set_node 1
+  echo "$(describe || echo "$ENGINE unknown") cluster of $NODES nodes listening on $(cluster_urls)"
+}
+
+cluster_stop() {
+  local i
+  for i in $(seq 1 "$NODES"); do
+    set_node "$i"
+    stop_one "node-$i" "$NODE_DIR" >/dev/null
+  done
+  echo "$ENGINE cluster stopped"
+}
+
+cluster_status() {
+  local i up=0
+  for i in $(seq 1 "$NODES"); do
+    set_node "$i"
+    if healthy; then up=$((up + 1)); echo "node $i up on $URL"; else echo "node $i down ($URL)"; fi
+  done
+  ((up == NODES))
+}
+
+node_arg() {
+  [[ "${1:-}" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= NODES)) \
+    || { log "want a node number from 1 to $NODES"; exit 2; }
+}
+
+node_kill() {
+  node_arg "$1"
+  set_node "$1"
+  local pid
+  pid="$(running_pid)" || die "node $1 is not running"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+  for _ in $(seq 1 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$PIDFILE"
+  echo "node $1 killed"
+}
+
+node_start() {
+  node_arg "$1"
+  FRESH=0 launch_node "$1"
+  set_node "$1"
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until curl -fsS -m 5 -o /dev/null "$URL/_cluster/health?wait_for_nodes=$NODES&timeout=1s" 2>/dev/null; do
+    running_pid >/dev/null || fail_with_log "node $1 exited before it joined"
+    ((SECONDS < deadline)) || fail_with_log "node $1 did not join within ${START_TIMEOUT}s"
+    sleep 1
+  done
+  echo "node $1 up on $URL"
 }
 
 # ---------------------------------------------------------------- commands
@@ -324,8 +499,8 @@ cmd_start() {
   print_listening
 }
 
-stop_one() {
-  local engine="$1" state="$ENGINE_ROOT/$1" pid
+stop_one() { # $1: name for messages; $2: state directory (default target/engine/$1)
+  local engine="$1" state="${2:-$ENGINE_ROOT/$1}" pid
   local pidfile="$state/engine.pid"
   if pid="$(pid_from "$pidfile")"; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -347,7 +522,14 @@ stop_one() {
 }
 
 cmd_stop() {
-  if [[ -n "$ENGINE_EXPLICIT" ]]; then
+  if ((NODES > 1)); then
+    if [[ -n "$ENGINE_EXPLICIT" ]]; then
+      cluster_stop
+    else
+      ENGINE=opensearch CLUSTER_STATE="$ENGINE_ROOT/opensearch-cluster" cluster_stop
+      ENGINE=elasticsearch CLUSTER_STATE="$ENGINE_ROOT/elasticsearch-cluster" cluster_stop
+    fi
+  elif [[ -n "$ENGINE_EXPLICIT" ]]; then
     stop_one "$ENGINE"
   else
     stop_one opensearch
@@ -363,6 +545,21 @@ cmd_status() {
   echo "no healthy engine on $URL"
   return 1
 }
+
+if ((NODES > 1)); then
+  case "${1:-}" in
+    start) cluster_start ;;
+    stop) cmd_stop ;;
+    status) cluster_status ;;
+    url) cluster_urls ;;
+    restart) cluster_stop >/dev/null; FRESH=0 cluster_start ;;
+    node-kill) node_kill "${2:-}" ;;
+    node-stop) node_arg "${2:-}"; set_node "$2"; stop_one "node-$2" "$NODE_DIR" ;;
+    node-start) node_start "${2:-}" ;;
+    *) echo "usage: ENGINE_NODES=$NODES [ENGINE=opensearch|elasticsearch] $0 start|stop|status|url|restart|node-kill N|node-stop N|node-start N" >&2; exit 2 ;;
+  esac
+  exit 0
+fi
 
 case "${1:-}" in
   start) cmd_start ;;

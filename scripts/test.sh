@@ -28,6 +28,11 @@ echo "== tests (labs at CI size: LABS_SCALE=ci)"
 export LABS_SCALE=ci
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
 
+# The cluster labs at CI size: a three-node OpenSearch on ports 9211-9213 (its own), started
+# here and stopped after; a node SIGKILLed mid-drain and back, one node answering 429 or 503.
+echo "== cluster labs (three nodes, CI size)"
+LABS_SCALE=ci scripts/labs-cluster.sh
+
 # A short chaos soak (the full one is make soak): three workers, kills, proxy faults and
 # connection kills under load, then the invariants (nothing lost, nothing stale).
 echo "== chaos soak (quick)"

@@ -34,6 +34,8 @@ pub const ENGINE_AUTH_ERRORS_TOTAL: &str = "outbox_engine_auth_errors_total";
 pub const DB_ERRORS_TOTAL: &str = "outbox_db_errors_total";
 pub const WAKES_TOTAL: &str = "outbox_wakes_total";
 pub const LOG_TRUNCATIONS_TOTAL: &str = "outbox_log_truncations_total";
+pub const ENGINE_NODE_REQUESTS_TOTAL: &str = "outbox_engine_node_requests_total";
+pub const BULK_BODY_BYTES_TOTAL: &str = "outbox_bulk_body_bytes_total";
 // Histograms.
 pub const BULK_DURATION_SECONDS: &str = "outbox_bulk_duration_seconds";
 pub const END_TO_END_SECONDS: &str = "outbox_end_to_end_seconds";
@@ -41,6 +43,7 @@ pub const CLAIM_DURATION_SECONDS: &str = "outbox_claim_duration_seconds";
 // This worker's state.
 pub const LISTEN_CONNECTED: &str = "outbox_listen_connected";
 pub const WORKER_INFLIGHT_EVENTS: &str = "outbox_worker_inflight_events";
+pub const ENGINE_NODE_UP: &str = "outbox_engine_node_up";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -128,6 +131,14 @@ fn describe() {
         "401/403 answers from the engine, by reason"
     );
     counter!(DB_ERRORS_TOTAL, "Database errors, by operation");
+    counter!(
+        ENGINE_NODE_REQUESTS_TOTAL,
+        "Tries of _bulk requests, by engine node (host:port) and outcome (ok: it answered)"
+    );
+    counter!(
+        BULK_BODY_BYTES_TOTAL,
+        "Bytes of _bulk request bodies sent, as sent (encoding gzip or identity), retries included"
+    );
     counter!(WAKES_TOTAL, "Wakes of the drain, by source");
     histogram!(BULK_DURATION_SECONDS, "Duration of one _bulk request");
     histogram!(END_TO_END_SECONDS, "Insert to ack latency of acked events");
@@ -138,6 +149,10 @@ fn describe() {
     gauge!(
         LISTEN_CONNECTED,
         "Whether the LISTEN connection is up (1) or not (0)"
+    );
+    gauge!(
+        ENGINE_NODE_UP,
+        "Whether this worker sends to an engine node (1) or holds it down and probes it (0)"
     );
     gauge!(
         WORKER_INFLIGHT_EVENTS,

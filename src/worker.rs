@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     bulk::client::BulkClient,
-    config::{Config, NotifyMode, Sink as SinkKind},
+    config::{Config, Discovery, NotifyMode, Sink as SinkKind},
     db, listener,
     metrics::{self, Health},
     pipeline::{NullSink, Pipeline, Sink},
@@ -89,6 +89,12 @@ pub async fn run(
         tasks.clone(),
     ));
     tokio::spawn(sampler::run(cfg.clone(), pool.clone(), tasks.clone()));
+    if cfg.sink == SinkKind::Elasticsearch {
+        tokio::spawn(client.clone().probe_down_nodes(tasks.clone()));
+        if cfg.elasticsearch_discovery == Discovery::Nodes {
+            tokio::spawn(client.clone().discover_nodes(tasks.clone()));
+        }
+    }
     tokio::spawn(rotation::run(pool.clone(), tasks.clone()));
 
     let sink: Box<dyn Sink> = match cfg.sink {

@@ -13,6 +13,11 @@ use harness::{Engine, InProcessWorker, TestSchema};
 // ---------- configuration: one clear line, non-zero exit ----------
 
 fn start_with(env: &[(&str, &str)]) -> (bool, String) {
+    let (code, err) = start_with_code(env);
+    (code == Some(0), err)
+}
+
+fn start_with_code(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = harness::worker_command();
     cmd.arg("run")
         .env_clear()
@@ -23,7 +28,14 @@ fn start_with(env: &[(&str, &str)]) -> (bool, String) {
     }
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    (out.status.success(), err)
+    (out.status.code(), err)
+}
+
+/// Refused before anything starts: exit 2 and one line, the whole of `line`.
+fn refused_exit_2(env: &[(&str, &str)], line: &str) {
+    let (code, err) = start_with_code(env);
+    assert_eq!(code, Some(2), "{env:?}: {err}");
+    assert_eq!(err, format!("outbox-worker: {line}"));
 }
 
 fn refused(env: &[(&str, &str)], needle: &str) {
@@ -142,6 +154,63 @@ fn c12_max_processing_below_request_timeout() {
     refused(
         &[("OUTBOX_MAX_PROCESSING_SECONDS", "10")],
         "OUTBOX_MAX_PROCESSING_SECONDS=\"10\": expected at least OUTBOX_REQUEST_TIMEOUT_SECONDS=\"30\"",
+    );
+}
+
+#[test]
+fn c28_engine_url_list_with_an_empty_entry() {
+    refused_exit_2(
+        &[(
+            "OUTBOX_ELASTICSEARCH_URL",
+            "http://127.0.0.1:9201,,http://127.0.0.1:9203",
+        )],
+        "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 3: empty (expected a URL with scheme http or https, or several separated by commas)",
+    );
+    refused_exit_2(
+        &[("OUTBOX_ELASTICSEARCH_URL", "http://127.0.0.1:9201,")],
+        "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2: empty (expected a URL with scheme http or https, or several separated by commas)",
+    );
+}
+
+#[test]
+fn c29_engine_url_list_with_a_malformed_entry() {
+    refused_exit_2(
+        &[(
+            "OUTBOX_ELASTICSEARCH_URL",
+            "http://127.0.0.1:9201,127.0.0.1:9202",
+        )],
+        "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2 \"127.0.0.1:9202\": expected a URL with scheme http or https",
+    );
+    // A password in a refused entry is never echoed.
+    refused_exit_2(
+        &[(
+            "OUTBOX_ELASTICSEARCH_URL",
+            "http://127.0.0.1:9201,ftp://user:s3cret@h",
+        )],
+        "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2 \"ftp://user:<redacted>@h/\": expected a URL with scheme http or https",
+    );
+}
+
+#[test]
+fn c30_engine_url_list_with_a_node_twice() {
+    refused_exit_2(
+        &[(
+            "OUTBOX_ELASTICSEARCH_URL",
+            "http://127.0.0.1:9201,http://127.0.0.1:9201/",
+        )],
+        "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2 \"http://127.0.0.1:9201/\": given twice",
+    );
+}
+
+#[test]
+fn c31_unknown_compression_or_discovery() {
+    refused_exit_2(
+        &[("OUTBOX_BULK_COMPRESSION", "zstd")],
+        "invalid OUTBOX_BULK_COMPRESSION=\"zstd\": expected none or gzip",
+    );
+    refused_exit_2(
+        &[("OUTBOX_ELASTICSEARCH_DISCOVERY", "sniff")],
+        "invalid OUTBOX_ELASTICSEARCH_DISCOVERY=\"sniff\": expected off or nodes",
     );
 }
 

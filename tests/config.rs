@@ -96,6 +96,25 @@ fn bad_values_give_one_line_naming_variable_value_and_range() {
         &["OUTBOX_ELASTICSEARCH_URL", "http or https"],
     );
     assert_one_line_error(
+        &[("OUTBOX_ELASTICSEARCH_URL", "http://a:9201, ,http://c:9203")],
+        &["OUTBOX_ELASTICSEARCH_URL entry 2 of 3: empty"],
+    );
+    assert_one_line_error(
+        &[("OUTBOX_ELASTICSEARCH_URL", "http://a:9201,a:9202")],
+        &[
+            "OUTBOX_ELASTICSEARCH_URL entry 2 of 2 \"a:9202\"",
+            "http or https",
+        ],
+    );
+    assert_one_line_error(
+        &[("OUTBOX_BULK_COMPRESSION", "brotli")],
+        &["OUTBOX_BULK_COMPRESSION=\"brotli\"", "none or gzip"],
+    );
+    assert_one_line_error(
+        &[("OUTBOX_ELASTICSEARCH_DISCOVERY", "yes")],
+        &["OUTBOX_ELASTICSEARCH_DISCOVERY=\"yes\"", "off or nodes"],
+    );
+    assert_one_line_error(
         &[("OUTBOX_DATABASE_URL", "mysql://x")],
         &["OUTBOX_DATABASE_URL"],
     );

@@ -1,6 +1,7 @@
 //! The real engine answers `_bulk` per item, and the client classifies what it says:
 //! index then read back, external versions (stale -> 409 -> ack), delete of a missing
-//! document, a field type conflict, and a whole-request refusal (a 513-byte id).
+//! document, a field type conflict, a whole-request refusal (a 513-byte id), gzip request
+//! bodies, and a list of nodes whose first refuses connections.
 
 use outbox_harness as harness;
 
@@ -194,4 +195,84 @@ async fn an_unreachable_engine_retries_every_item() {
         ),
         "{outcome:?}"
     );
+}
+
+fn client_with(pairs: &[(&str, &str)]) -> BulkClient {
+    let cfg = outbox_worker::config::Config::from_pairs(pairs.iter().copied()).unwrap();
+    BulkClient::new(&cfg).unwrap()
+}
+
+/// `Content-Encoding: gzip` bodies are accepted (OpenSearch and Elasticsearch both run this).
+#[tokio::test]
+async fn gzip_request_bodies_are_indexed() {
+    let engine = harness::Engine::new();
+    let index = harness::unique("gzip");
+    let url = harness::engine_url();
+    let c = client_with(&[
+        ("elasticsearch_url", url.as_str()),
+        ("bulk_compression", "gzip"),
+    ]);
+    let events: Vec<(ClaimedEvent, Op)> = (1..=50)
+        .map(|k| {
+            let doc = format!("d{k}");
+            event(k, &index, &doc, Op::Index, Some(json!({"k": k})), 1)
+        })
+        .collect();
+    let outcome = send(&c, &events).await;
+    assert_eq!(
+        outcome,
+        RequestOutcome::Items(vec![ItemOutcome::Ack(AckKind::Indexed); 50])
+    );
+    assert_eq!(engine.get(&index, "d7").await.unwrap().0, json!({"k": 7}));
+}
+
+/// A node that refuses connections is passed over: the request goes on to the next node in
+/// the same send, and /readyz's ping is answered by the live one.
+#[tokio::test]
+async fn a_refusing_node_in_the_list_hands_the_request_to_the_next() {
+    let engine = harness::Engine::new();
+    let index = harness::unique("nodes");
+    let urls = format!("http://127.0.0.1:9,{}", harness::engine_url());
+    let c = client_with(&[
+        ("elasticsearch_url", urls.as_str()),
+        ("request_timeout_seconds", "5"),
+    ]);
+    for k in 1..=3 {
+        let doc = format!("d{k}");
+        let outcome = send(
+            &c,
+            &[event(k, &index, &doc, Op::Index, Some(json!({"k": k})), 1)],
+        )
+        .await;
+        assert_eq!(
+            outcome,
+            RequestOutcome::Items(vec![ItemOutcome::Ack(AckKind::Indexed)]),
+            "send {k}"
+        );
+    }
+    assert_eq!(c.nodes_up(), (1, 2), "the refusing node is held down");
+    assert_eq!(engine.get(&index, "d3").await.unwrap().0, json!({"k": 3}));
+    c.ping().await.expect("ready: one node answers");
+
+    // Every node refusing: the request fails as a whole, once per node.
+    let dead = client_with(&[
+        (
+            "elasticsearch_url",
+            "http://127.0.0.1:9,http://127.0.0.1:10",
+        ),
+        ("request_timeout_seconds", "2"),
+    ]);
+    let outcome = send(&dead, &[event(1, "x", "a", Op::Index, Some(json!({})), 1)]).await;
+    assert!(
+        matches!(
+            &outcome,
+            RequestOutcome::RetryAll {
+                reason: ErrorReason::EngineUnreachable,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(dead.nodes_up(), (0, 2));
+    assert!(dead.ping().await.is_err(), "not ready: no node answers");
 }

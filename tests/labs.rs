@@ -253,7 +253,16 @@ async fn v2_deterministic_errors_fail_with_reasons_then_replay_after_the_fix() {
     )
     .await
     .unwrap();
-    let env = worker_env(&s, &nginx.url, &[("OUTBOX_BULK_SIZE", "50")]);
+    // Plain bodies: nginx's limit counts the bytes on the wire, and gzip shrinks the 100 KiB
+    // blobs below it.
+    let env = worker_env(
+        &s,
+        &nginx.url,
+        &[
+            ("OUTBOX_BULK_SIZE", "50"),
+            ("OUTBOX_BULK_COMPRESSION", "none"),
+        ],
+    );
     let w = WorkerProcess::spawn(&env, &[]);
     s.wait_drained(Duration::from_secs(60)).await;
 

@@ -29,7 +29,7 @@ impl Setting {
             Allowed::Seconds { lo, hi } => format!("{lo}–{hi}"),
             Allowed::Word(words) => words.join(", "),
             Allowed::PostgresUrl => format!("postgres URL; `sslmode={SSLMODES}`"),
-            Allowed::HttpUrl => "http or https URL".into(),
+            Allowed::HttpUrls => "http or https URL, or several, comma-separated".into(),
             Allowed::PemFile => "PEM file".into(),
             Allowed::AddrOrOff => "host:port or `off`".into(),
             Allowed::NonEmpty => "non-empty text".into(),

@@ -100,6 +100,25 @@ words! {
     }
 }
 
+words! {
+    /// Whether the worker asks the engine for its other nodes.
+    pub enum Discovery {
+        /// Only the nodes of OUTBOX_ELASTICSEARCH_URL.
+        Off = "off",
+        /// Those, and the HTTP addresses `GET _nodes/http` lists.
+        Nodes = "nodes",
+    }
+}
+
+words! {
+    /// How `_bulk` request bodies travel.
+    pub enum Compression {
+        None = "none",
+        /// `Content-Encoding: gzip`.
+        Gzip = "gzip",
+    }
+}
+
 /// A secret: never printed, never logged.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -133,8 +152,10 @@ pub struct Config {
     pub database_url: Secret,
     /// CA file to verify PostgreSQL's certificate when the URL asks for `sslmode=verify-ca/verify-full`.
     pub database_ca_file: Option<PathBuf>,
-    /// Search engine base URL (`OUTBOX_ELASTICSEARCH_URL`).
-    pub elasticsearch_url: Url,
+    /// Search engine base URLs, one per node (`OUTBOX_ELASTICSEARCH_URL`, comma-separated).
+    pub elasticsearch_urls: Vec<Url>,
+    /// Also use the nodes `_nodes/http` lists.
+    pub elasticsearch_discovery: Discovery,
     pub elasticsearch_username: Option<String>,
     pub elasticsearch_password: Option<Secret>,
     /// Elasticsearch API key (sent as `Authorization: ApiKey <key>`).
@@ -151,6 +172,8 @@ pub struct Config {
     pub bulk_size: usize,
     /// Byte cap of one bulk request body.
     pub bulk_max_bytes: usize,
+    /// gzip or plain request bodies.
+    pub bulk_compression: Compression,
     /// Fallback poll interval (jittered), the guarantee behind NOTIFY.
     #[serde(serialize_with = "as_seconds")]
     pub poll_interval: Duration,
@@ -316,7 +339,8 @@ impl Config {
         let cfg = Config {
             database_url: Secret::new(raw.postgres_url("database_url")?),
             database_ca_file: raw.pem_file("database_ca_file")?,
-            elasticsearch_url: raw.http_url("elasticsearch_url")?,
+            elasticsearch_urls: raw.http_urls("elasticsearch_url")?,
+            elasticsearch_discovery: raw.word("elasticsearch_discovery")?,
             elasticsearch_username: raw.opt_text("elasticsearch_username"),
             elasticsearch_password: raw.opt_text("elasticsearch_password").map(Secret::new),
             elasticsearch_api_key: raw.opt_text("elasticsearch_api_key").map(Secret::new),
@@ -326,6 +350,7 @@ impl Config {
             concurrency: raw.int("concurrency")? as usize,
             bulk_size: raw.int("bulk_size")? as usize,
             bulk_max_bytes: raw.int("bulk_max_bytes")? as usize,
+            bulk_compression: raw.word("bulk_compression")?,
             poll_interval: raw.seconds("poll_interval_seconds")?,
             lease: raw.seconds("lease_seconds")?,
             reclaim_interval: raw.seconds("reclaim_interval_seconds")?,
@@ -386,6 +411,11 @@ impl Config {
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("config serialises");
         v["database_url"] = serde_json::Value::String(redact_url(self.database_url.expose()));
+        v["elasticsearch_urls"] = self
+            .elasticsearch_urls
+            .iter()
+            .map(|u| serde_json::Value::String(redact_url(u.as_str())))
+            .collect();
         v
     }
 }
@@ -430,6 +460,20 @@ mod tests {
         assert!(
             e.0.starts_with("invalid OUTBOX_ELASTICSEARCH_API_KEY: set either"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn engine_urls_keep_their_order_and_hide_passwords_in_config_output() {
+        let cfg = Config::from_pairs([(
+            "elasticsearch_url",
+            "http://es1:9200,https://u:s3cret@es2:9243/",
+        )])
+        .unwrap();
+        let shown = cfg.redacted_json()["elasticsearch_urls"].clone();
+        assert_eq!(
+            shown,
+            serde_json::json!(["http://es1:9200/", "https://u:<redacted>@es2:9243/"])
         );
     }
 

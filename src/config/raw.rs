@@ -156,16 +156,43 @@ impl Raw {
         Ok(v.to_string())
     }
 
-    pub fn http_url(&self, key: &str) -> Result<Url, ConfigError> {
+    /// One URL, or several separated by commas (the nodes of one cluster). An empty or
+    /// malformed entry, or one given twice, is refused naming its place in the list.
+    pub fn http_urls(&self, key: &str) -> Result<Vec<Url>, ConfigError> {
         let s = setting(key);
-        assert!(matches!(s.allowed, Allowed::HttpUrl), "{key}: not a URL");
+        assert!(matches!(s.allowed, Allowed::HttpUrls), "{key}: not URLs");
         let v = self.required(s);
-        let refuse = || invalid_as(s, &redact_url(v), &s.expected());
-        let url = Url::parse(v.trim()).map_err(|_| refuse())?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-            return Err(refuse());
+        let entries: Vec<&str> = v.split(',').collect();
+        if let [one] = entries.as_slice() {
+            let url = parse_http_url(one)
+                .ok_or_else(|| invalid_as(s, &redact_url(one), &s.expected()))?;
+            return Ok(vec![url]);
         }
-        Ok(url)
+        let n = entries.len();
+        let mut urls: Vec<Url> = Vec::with_capacity(n);
+        for (i, entry) in entries.iter().enumerate() {
+            let place = format!("invalid {} entry {} of {n}", s.env, i + 1);
+            if entry.trim().is_empty() {
+                return Err(ConfigError(format!(
+                    "{place}: empty (expected {})",
+                    s.expected()
+                )));
+            }
+            let Some(url) = parse_http_url(entry) else {
+                return Err(ConfigError(format!(
+                    "{place} {:?}: expected a URL with scheme http or https",
+                    redact_url(entry.trim())
+                )));
+            };
+            if urls.contains(&url) {
+                return Err(ConfigError(format!(
+                    "{place} {:?}: given twice",
+                    redact_url(entry.trim())
+                )));
+            }
+            urls.push(url);
+        }
+        Ok(urls)
     }
 
     pub fn pem_file(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
@@ -216,6 +243,13 @@ impl Raw {
             .filter(|v| !v.trim().is_empty())
             .map(str::to_string)
     }
+}
+
+/// An http or https URL with a host, or None.
+fn parse_http_url(v: &str) -> Option<Url> {
+    let url = Url::parse(v.trim()).ok()?;
+    (matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()))
+        .then_some(url)
 }
 
 /// `invalid OUTBOX_X="value": expected …`, the one shape of every value error.
@@ -380,15 +414,48 @@ mod tests {
         );
         assert_eq!(
             refused("OUTBOX_ELASTICSEARCH_URL", "ftp://h", |r| r
-                .http_url("elasticsearch_url")
+                .http_urls("elasticsearch_url")
                 .map(drop)),
-            "invalid OUTBOX_ELASTICSEARCH_URL=\"ftp://h/\": expected a URL with scheme http or https"
+            "invalid OUTBOX_ELASTICSEARCH_URL=\"ftp://h/\": expected a URL with scheme http or https, \
+             or several separated by commas"
         );
         let db = refused("OUTBOX_DATABASE_URL", "mysql://u:s3cret@h/x", |r| {
             r.postgres_url("database_url").map(drop)
         });
         assert!(db.starts_with("invalid OUTBOX_DATABASE_URL="), "{db}");
         assert!(!db.contains("s3cret"), "{db}");
+    }
+
+    #[test]
+    fn a_list_of_urls_names_the_entry_it_refuses() {
+        let urls = |v: &str| {
+            env(&[("OUTBOX_ELASTICSEARCH_URL", v)])
+                .unwrap()
+                .http_urls("elasticsearch_url")
+        };
+        let got = urls("http://a:9201, http://b:9202/").unwrap();
+        let got: Vec<&str> = got.iter().map(Url::as_str).collect();
+        assert_eq!(got, vec!["http://a:9201/", "http://b:9202/"]);
+        assert_eq!(
+            urls("http://a:9201,,http://b:9202").unwrap_err().0,
+            "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 3: empty (expected a URL with scheme \
+             http or https, or several separated by commas)"
+        );
+        assert_eq!(
+            urls("http://a:9201,").unwrap_err().0,
+            "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2: empty (expected a URL with scheme \
+             http or https, or several separated by commas)"
+        );
+        assert_eq!(
+            urls("http://a:9201,b:9202").unwrap_err().0,
+            "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2 \"b:9202\": expected a URL with scheme http or https"
+        );
+        assert_eq!(
+            urls("http://a:9201,http://a:9201/").unwrap_err().0,
+            "invalid OUTBOX_ELASTICSEARCH_URL entry 2 of 2 \"http://a:9201/\": given twice"
+        );
+        let secret = urls("http://a:9201,ftp://u:s3cret@b").unwrap_err().0;
+        assert!(!secret.contains("s3cret"), "{secret}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Config, LogFormat, NotifyMode, Sink};
+use super::{Compression, Config, Discovery, LogFormat, NotifyMode, Sink};
 
 /// One setting.
 #[derive(Debug)]
@@ -44,8 +44,8 @@ pub enum Allowed {
     Word(&'static [&'static str]),
     /// A PostgreSQL URL, with libpq's `sslmode` if any.
     PostgresUrl,
-    /// An http or https URL with a host.
-    HttpUrl,
+    /// One or more http or https URLs with a host, separated by commas.
+    HttpUrls,
     /// The path of a readable PEM file.
     PemFile,
     /// host:port, or `off` (or empty) for none.
@@ -81,8 +81,16 @@ pub const SETTINGS: &[Setting] = &[
         env: "OUTBOX_ELASTICSEARCH_URL",
         default: DefaultValue::Text("http://127.0.0.1:9200"),
         unit: "",
-        allowed: Allowed::HttpUrl,
-        doc: "the search engine's base URL",
+        allowed: Allowed::HttpUrls,
+        doc: "the search engine's base URL, or several nodes of one cluster separated by commas (credentials and TLS shared); requests go round robin to the nodes that are up",
+    },
+    Setting {
+        key: "elasticsearch_discovery",
+        env: "OUTBOX_ELASTICSEARCH_DISCOVERY",
+        default: DefaultValue::Text("off"),
+        unit: "",
+        allowed: Allowed::Word(Discovery::WORDS),
+        doc: "`nodes`: also send to the nodes `_nodes/http` lists (asked at start-up and every minute); the engine must publish addresses the worker can reach",
     },
     Setting {
         key: "elasticsearch_username",
@@ -142,6 +150,14 @@ pub const SETTINGS: &[Setting] = &[
             hi: 100 * MIB,
         },
         doc: "byte cap of one `_bulk` request body",
+    },
+    Setting {
+        key: "bulk_compression",
+        env: "OUTBOX_BULK_COMPRESSION",
+        default: DefaultValue::Text("gzip"),
+        unit: "",
+        allowed: Allowed::Word(Compression::WORDS),
+        doc: "`gzip`: request bodies sent gzip-compressed (`Content-Encoding: gzip`), 12x fewer bytes at no measurable cost in drain rate (bench); `none`: plain, for a proxy that must read or size them",
     },
     Setting {
         key: "poll_interval_seconds",
@@ -415,7 +431,9 @@ impl Setting {
             Allowed::Seconds { lo, hi } => format!("a number of seconds from {lo} to {hi}"),
             Allowed::Word(words) => one_of(words),
             Allowed::PostgresUrl => "a URL like postgres://user:password@host:5432/dbname".into(),
-            Allowed::HttpUrl => "a URL with scheme http or https".into(),
+            Allowed::HttpUrls => {
+                "a URL with scheme http or https, or several separated by commas".into()
+            }
             Allowed::PemFile => "a readable file".into(),
             Allowed::AddrOrOff => "host:port, e.g. 0.0.0.0:9464, or off".into(),
             Allowed::NonEmpty => "a non-empty name".into(),
@@ -485,6 +503,7 @@ mod tests {
         assert_eq!(cfg.bulk_max_bytes, 5 * 1024 * 1024);
         assert_eq!(cfg.debounce, Duration::ZERO);
         assert_eq!(cfg.notify_mode, NotifyMode::Adaptive);
+        assert_eq!(cfg.bulk_compression, Compression::Gzip);
     }
 
     #[test]

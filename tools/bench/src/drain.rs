@@ -84,7 +84,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn new(what: &str, events: usize, started: Instant, ended: Instant) -> Run {
+    pub fn new(what: &str, events: usize, started: Instant, ended: Instant) -> Run {
         let seconds = (ended - started).as_secs_f64();
         Run {
             what: what.to_string(),

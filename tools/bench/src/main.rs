@@ -11,11 +11,13 @@
 //! 5. the worker's peak RSS under load (every worker run above)
 //! 6. a sweep of bulk size x concurrency (sweep.rs)
 //! 7. drain and latency under a held snapshot vs without it (held.rs)
+//! 8. drain with gzip request bodies vs plain, and the bytes each sends (compression.rs)
 //!
 //! It starts and stops worker processes of the real binary (worker.rs), each in a fresh
 //! schema of the bench database, writes `target/bench/report.json` and `report.svg`, and
 //! prints one summary line on stdout (progress goes to stderr).
 
+mod compression;
 mod ctx;
 mod drain;
 mod held;
@@ -50,6 +52,7 @@ enum Scenario {
     Trigger,
     Sweep,
     Held,
+    Compression,
 }
 
 #[derive(Parser, Debug)]
@@ -318,6 +321,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         null_sink: false,
         poll_interval_seconds: None,
         debounce_ms: args.debounce_ms,
+        compression: None,
     };
     let wanted = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
 
@@ -405,6 +409,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let t = Instant::now();
         record("held", t, held_figure(&ctx, &params, &base, &rep).await);
     }
+    if wanted(Scenario::Compression) {
+        let t = Instant::now();
+        record(
+            "compression",
+            t,
+            compression_figure(&ctx, &params, &base, &rep).await,
+        );
+    }
     let mut report = rep.into_inner();
 
     memory_figure(&mut report);
@@ -489,6 +501,66 @@ async fn drain_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> an
     rep.set(
         "drain",
         json!({ "events": p.drain_events, "bulk_size": p.bulk_size, "concurrency": p.concurrency, "pairs": pairs }),
+    );
+    Ok(())
+}
+
+/// Figure 8: the worker's drain with gzip request bodies vs plain ones, interleaved pairs;
+/// the ratio of drain rates (gzip / none) and the body bytes per event of each.
+async fn compression_figure(
+    ctx: &Ctx,
+    p: &Params,
+    base: &Spec,
+    rep: Shared<'_>,
+) -> anyhow::Result<()> {
+    let n = p.drain_events;
+    let mut pairs = Vec::new();
+    let (mut ratios, mut gzip_bytes, mut none_bytes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut gzip_cpu, mut none_cpu) = (Vec::new(), Vec::new());
+    for i in 0..p.pairs {
+        let order = if i % 2 == 0 {
+            ["gzip", "none"]
+        } else {
+            ["none", "gzip"]
+        };
+        let mut got = Vec::new();
+        for c in order {
+            got.push(twice("compression drain", || compression::drain(ctx, base, c, n)).await?);
+        }
+        let (g, plain) = if i % 2 == 0 {
+            (&got[0], &got[1])
+        } else {
+            (&got[1], &got[0])
+        };
+        let ratio = g.run.events_per_s / plain.run.events_per_s;
+        ratios.push(ratio);
+        gzip_bytes.push(g.body_bytes / n as f64);
+        none_bytes.push(plain.body_bytes / n as f64);
+        let cpu = |d: &compression::Drained| d.run.worker.map_or(0.0, |u| u.cpu_seconds);
+        gzip_cpu.push(cpu(g));
+        none_cpu.push(cpu(plain));
+        pairs.push(json!({ "pair": i, "gzip_first": i % 2 == 0, "ratio": round3(ratio), "gzip": g, "none": plain }));
+    }
+    let mut rep = rep.borrow_mut();
+    rep.spread("compression_drain_ratio", Spread::of(&ratios));
+    let (g, plain) = (stats::median(&gzip_bytes), stats::median(&none_bytes));
+    rep.set("bulk_bytes_per_event_gzip", g.map(round3));
+    rep.set("bulk_bytes_per_event_none", plain.map(round3));
+    rep.set(
+        "compression_bytes_ratio",
+        g.zip(plain).map(|(g, n)| round3(g / n)),
+    );
+    rep.set(
+        "compression_worker_cpu_seconds_gzip",
+        stats::median(&gzip_cpu).map(round3),
+    );
+    rep.set(
+        "compression_worker_cpu_seconds_none",
+        stats::median(&none_cpu).map(round3),
+    );
+    rep.set(
+        "compression",
+        json!({ "events": n, "bulk_size": p.bulk_size, "concurrency": p.concurrency, "pairs": pairs }),
     );
     Ok(())
 }
@@ -1191,6 +1263,13 @@ fn summary(rep: &Report, json_path: &std::path::Path) -> String {
         parts.push(format!(
             "trigger adaptive {r:.2}x, always {:.2}x",
             f("trigger_always_insert_tps_ratio").unwrap_or(0.0)
+        ));
+    }
+    if let Some(r) = f("compression_drain_ratio") {
+        parts.push(format!(
+            "gzip drain {r:.2}x plain, {:.0} vs {:.0} body bytes/event",
+            f("bulk_bytes_per_event_gzip").unwrap_or(0.0),
+            f("bulk_bytes_per_event_none").unwrap_or(0.0)
         ));
     }
     if let Some(r) = f("held_snapshot_drain_ratio") {

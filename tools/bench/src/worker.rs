@@ -22,6 +22,8 @@ pub struct Spec {
     pub poll_interval_seconds: Option<f64>,
     /// OUTBOX_DEBOUNCE_MS (0: the worker's default).
     pub debounce_ms: u64,
+    /// OUTBOX_BULK_COMPRESSION (None: the worker's default).
+    pub compression: Option<&'static str>,
 }
 
 impl Spec {
@@ -44,6 +46,9 @@ impl Spec {
         ];
         if self.debounce_ms > 0 {
             env.push(("OUTBOX_DEBOUNCE_MS", self.debounce_ms.to_string()));
+        }
+        if let Some(c) = self.compression {
+            env.push(("OUTBOX_BULK_COMPRESSION", c.to_string()));
         }
         if let Some(p) = self.poll_interval_seconds {
             env.push(("OUTBOX_POLL_INTERVAL_SECONDS", p.to_string()));

@@ -111,6 +111,11 @@ struct Args {
         default_value = "http://127.0.0.1:9200"
     )]
     elasticsearch_url: String,
+    /// More nodes of the same cluster, comma-separated, that the workers reach directly
+    /// beside the proxy (which stands in front of the node above): a run against a cluster,
+    /// where only the proxied node meets the faults and the workers fail over to the others.
+    #[arg(long, env = "OUTBOX_SOAK_MORE_NODES", value_delimiter = ',')]
+    more_nodes: Vec<String>,
 }
 
 /// The run's sizes, with the quick/full defaults applied.
@@ -256,7 +261,15 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     ctx.create_schema().await?;
     ctx.create_index().await?;
     let proxy = Arc::new(harness::start_proxy(&ctx, seed)?);
-    let env = WorkerEnv::new(&ctx.schema_url(), &proxy.url);
+    let nodes: Vec<&str> = std::iter::once(proxy.url.as_str())
+        .chain(
+            args.more_nodes
+                .iter()
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty()),
+        )
+        .collect();
+    let env = WorkerEnv::new(&ctx.schema_url(), &nodes.join(","));
     let worker_env = env.to_json();
     let workers = Arc::new(Workers::new(&ctx, env, args.workers));
     workers.start_all().await?;
