@@ -40,6 +40,7 @@ fn event(i: usize, doc: usize) -> ClaimedEvent {
         op: Op::Index.to_string(),
         payload: Some(payload(i)),
         version: i as i64 + 1,
+        routing: None,
         attempts: 1,
         deferrals: 0,
         created_epoch: 0.0,

@@ -10,9 +10,10 @@ WITH gone AS (
     RETURNING p.lease_owner, p.lease_expires_at, p.processing_started_at, p.event_ids
 )
 INSERT INTO outbox_exceptions AS x
-    (id, projection, index_name, doc_id, op, payload, doc_version, created_at,
+    (id, projection, index_name, doc_id, op, payload, doc_version, routing, created_at,
      status, attempts, lease_owner, lease_expires_at, processing_started_at)
-SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.created_at,
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.routing,
+       l.created_at,
        'processing', 1, g.lease_owner, g.lease_expires_at, g.processing_started_at
 FROM gone AS g
 CROSS JOIN unnest(g.event_ids) AS i(id)

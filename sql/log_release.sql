@@ -6,8 +6,9 @@ WITH held AS (
     FOR SHARE
 )
 INSERT INTO outbox_exceptions AS x
-    (id, projection, index_name, doc_id, op, payload, doc_version, created_at, status, attempts)
-SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.created_at,
+    (id, projection, index_name, doc_id, op, payload, doc_version, routing, created_at, status, attempts)
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.routing,
+       l.created_at,
        'pending', 0
 FROM unnest($1::bigint[], $2::bigint[]) AS t(id, piece_id)
 JOIN held ON held.piece_id = t.piece_id

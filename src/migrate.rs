@@ -20,6 +20,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_insert_only_log",
         include_str!("../migrations/0003_insert_only_log.sql"),
     ),
+    (
+        "0005_delete_records",
+        include_str!("../migrations/0005_delete_records.sql"),
+    ),
 ];
 
 /// Functions and views over the tables, replaced at every migrate (after the migrations),

@@ -31,6 +31,7 @@ fn event(
             op: op.to_string(),
             payload: payload.map(|p| p.to_string()),
             version,
+            routing: None,
             attempts: 1,
             deferrals: 0,
             created_epoch: 0.0,

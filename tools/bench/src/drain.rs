@@ -288,6 +288,7 @@ fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize)
                 op: Op::Index.as_str().into(),
                 payload: Some(doc.clone()),
                 version: id,
+                routing: None,
                 attempts: 1,
                 deferrals: 0,
                 created_epoch: 0.0,
