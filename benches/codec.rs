@@ -101,12 +101,12 @@ fn encoding(c: &mut Criterion) {
     g.bench_function("chunk_500", |b| {
         b.iter_batched(
             || evs.clone(),
-            |evs| encode::chunk(evs, CHUNK, MAX_BYTES),
+            |evs| encode::chunk(evs, CHUNK, MAX_BYTES, None),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("encode_all_500", |b| {
-        b.iter(|| encode::encode_all(black_box(&evs)))
+        b.iter(|| encode::encode_all(black_box(&evs), None))
     });
     g.finish();
 }

@@ -52,7 +52,7 @@ fn client() -> BulkClient {
 
 async fn send(c: &BulkClient, events: &[(ClaimedEvent, Op)]) -> RequestOutcome {
     let ops: Vec<Op> = events.iter().map(|(_, op)| *op).collect();
-    c.send(encode::encode_all(events), &ops).await.0
+    c.send(encode::encode_all(events, None), &ops).await.0
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@ use super::{Pipeline, dispatch, outcome};
 use crate::{
     backoff,
     bulk::encode::Chunk,
+    config::DeleteRecords,
+    deletes::{self, Recorded},
     event::{ClaimedEvent, Held},
     metrics as m,
     store::{self, db_error},
@@ -118,7 +120,25 @@ impl Pipeline {
             }
             *claimed.lock().unwrap() += events.len();
             self.mark.clear();
-            let prepared = dispatch::prepare(events, self.cfg.bulk_size, self.cfg.bulk_max_bytes);
+            let Some(recorded) = self.recorded_deletes(&events).await else {
+                // Sending without the lookup could bring a deleted document back: the
+                // events wait for the reclaimer, under their lease.
+                let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                tracing::error!(
+                    ?ids,
+                    "could not look up delete records; the reclaimer will return these events after their lease"
+                );
+                // Not written: none of their pieces can complete.
+                self.inflight.resolved(ids, false);
+                continue;
+            };
+            let prepared = dispatch::prepare(
+                events,
+                &recorded,
+                self.cfg.bulk_size,
+                self.cfg.bulk_max_bytes,
+                self.cfg.bulk_pipeline.as_deref(),
+            );
             self.resolve(prepared.early, "prepare").await;
             q.chunks.extend(prepared.chunks);
         }
@@ -138,6 +158,30 @@ impl Pipeline {
                 .collect()
         };
         self.resolve(decided, "bulk").await;
+    }
+
+    /// The recorded deletes of a claim's index events: one query (none when the claim has
+    /// no index event, or OUTBOX_DELETE_RECORDS=off); transient errors retried a few times.
+    /// None: the lookup failed, and the claim must not be sent.
+    async fn recorded_deletes(&self, events: &[ClaimedEvent]) -> Option<Vec<Recorded>> {
+        if self.cfg.delete_records == DeleteRecords::Off {
+            return Some(Vec::new());
+        }
+        let keys = deletes::lookup_keys(events);
+        let mut delays =
+            backoff::in_process(Duration::from_millis(50), Duration::from_secs(2)).take(5);
+        loop {
+            match store::deletes::find(&self.pool, &self.cfg.projection, &keys).await {
+                Ok(found) => return Some(found),
+                Err(e) => {
+                    db_error("delete_records_find", &e);
+                    match delays.next() {
+                        Some(d) if e.is_transient() => tokio::time::sleep(d).await,
+                        _ => return None,
+                    }
+                }
+            }
+        }
     }
 
     /// Claimed but unsent (shutdown): released with the attempt refunded.

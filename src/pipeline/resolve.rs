@@ -16,6 +16,7 @@ use super::{
 use crate::{
     backoff,
     bulk::classify::AckKind,
+    config::DeleteRecords,
     contract::ErrorReason,
     event::{ClaimedEvent, Held},
     metrics as m,
@@ -36,7 +37,10 @@ impl Pipeline {
         if decided.is_empty() {
             return;
         }
-        let writes = outcome::writes(&decided);
+        let writes = outcome::writes(
+            &decided,
+            self.cfg.delete_records == DeleteRecords::On,
+        );
         let mut delays =
             backoff::in_process(Duration::from_millis(50), Duration::from_secs(2)).take(5);
         let applied = loop {
@@ -44,6 +48,7 @@ impl Pipeline {
                 &self.pool,
                 &self.cfg.worker_id,
                 self.cfg.max_attempts,
+                &self.cfg.projection,
                 &writes,
             )
             .await
@@ -140,6 +145,9 @@ fn count_decided(decided: &[(ClaimedEvent, Decision)]) {
                 metrics::histogram!(m::END_TO_END_SECONDS).record((now - e.created_epoch).max(0.0));
             }
             Decision::Superseded => superseded += 1,
+            Decision::SupersededByDelete { .. } => {
+                metrics::counter!(m::ACKED_TOTAL, "kind" => "superseded_by_delete").increment(1);
+            }
             Decision::Retry { .. } | Decision::Fail { .. } => {}
         }
     }

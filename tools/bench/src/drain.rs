@@ -297,7 +297,7 @@ fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize)
             (event, Op::Index)
         })
         .collect();
-    encode::chunk(events, bulk_size, max_bytes)
+    encode::chunk(events, bulk_size, max_bytes, None)
         .into_iter()
         .map(|c| c.body)
         .collect()
