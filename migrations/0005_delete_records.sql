@@ -14,10 +14,12 @@ ALTER TABLE outbox_exceptions ADD COLUMN routing text;
 -- so a late, older index event cannot bring back a document whose tombstone the engine has
 -- already forgotten (index.gc_deletes, node restarts). Pruned after
 -- OUTBOX_DELETE_RECORD_RETENTION_SECONDS by deleted_at.
+-- The key compares bytes (COLLATE "C"): the lookup probes it once per document of every
+-- claim, and equality means the same under any deterministic collation.
 CREATE TABLE outbox_delete_records (
-    projection  text        NOT NULL,
-    index_name  text        NOT NULL,
-    doc_id      text        NOT NULL,
+    projection  text        COLLATE "C" NOT NULL,
+    index_name  text        COLLATE "C" NOT NULL,
+    doc_id      text        COLLATE "C" NOT NULL,
     routing     text,
     doc_version bigint      NOT NULL,
     deleted_at  timestamptz NOT NULL DEFAULT now(),

@@ -133,6 +133,7 @@ fn count_decided(decided: &[(ClaimedEvent, Decision)]) {
         .unwrap_or_default()
         .as_secs_f64();
     let mut superseded = 0u64;
+    let mut by_delete: Vec<(i64, i64)> = Vec::new();
     for (e, d) in decided {
         match d {
             Decision::Ack(kind) => {
@@ -145,14 +146,25 @@ fn count_decided(decided: &[(ClaimedEvent, Decision)]) {
                 metrics::histogram!(m::END_TO_END_SECONDS).record((now - e.created_epoch).max(0.0));
             }
             Decision::Superseded => superseded += 1,
-            Decision::SupersededByDelete { .. } => {
-                metrics::counter!(m::ACKED_TOTAL, "kind" => "superseded_by_delete").increment(1);
+            Decision::SupersededByDelete { deleted_version } => {
+                by_delete.push((e.id, *deleted_version));
             }
             Decision::Retry { .. } | Decision::Fail { .. } => {}
         }
     }
     if superseded > 0 {
         metrics::counter!(m::SUPERSEDED_TOTAL).increment(superseded);
+    }
+    if !by_delete.is_empty() {
+        metrics::counter!(m::ACKED_TOTAL, "kind" => "superseded_by_delete")
+            .increment(by_delete.len() as u64);
+        // Each one is a late, older index event that would have brought a deleted
+        // document back: worth a line (runbook §7.7).
+        info!(
+            count = by_delete.len(),
+            ids_and_deleted_versions = ?by_delete,
+            "index events older than a recorded delete acked unsent (superseded_by_delete)"
+        );
     }
 }
 
