@@ -149,7 +149,12 @@ pub async fn worker_drain(ctx: &Ctx, spec: &Spec, n: usize) -> anyhow::Result<Ru
     result
 }
 
-async fn worker_drain_in(ctx: &Ctx, schema: &Schema, spec: &Spec, n: usize) -> anyhow::Result<Run> {
+pub async fn worker_drain_in(
+    ctx: &Ctx,
+    schema: &Schema,
+    spec: &Spec,
+    n: usize,
+) -> anyhow::Result<Run> {
     let index = &schema.name;
     if !spec.null_sink {
         ctx.create_index(index).await?;

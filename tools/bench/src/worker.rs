@@ -22,6 +22,8 @@ pub struct Spec {
     pub poll_interval_seconds: Option<f64>,
     /// OUTBOX_DEBOUNCE_MS (0: the worker's default).
     pub debounce_ms: u64,
+    /// OUTBOX_DELETE_RECORDS: record acked deletes and look index events up (the default).
+    pub delete_records: bool,
 }
 
 impl Spec {
@@ -42,6 +44,9 @@ impl Spec {
             // Warnings only: a log line per batch would cost the worker what we measure.
             ("OUTBOX_LOG_LEVEL", "warn".to_string()),
         ];
+        if !self.delete_records {
+            env.push(("OUTBOX_DELETE_RECORDS", "off".to_string()));
+        }
         if self.debounce_ms > 0 {
             env.push(("OUTBOX_DEBOUNCE_MS", self.debounce_ms.to_string()));
         }
