@@ -145,6 +145,22 @@ fn c12_max_processing_below_request_timeout() {
     );
 }
 
+#[test]
+fn c14_delete_record_retention_below_the_backoff_cap() {
+    refused(
+        &[("OUTBOX_DELETE_RECORD_RETENTION_SECONDS", "120")],
+        "OUTBOX_DELETE_RECORD_RETENTION_SECONDS=\"120\": expected at least OUTBOX_MAX_BACKOFF_SECONDS=\"300\"",
+    );
+}
+
+#[test]
+fn c15_delete_record_retention_not_a_duration() {
+    refused(
+        &[("OUTBOX_DELETE_RECORD_RETENTION_SECONDS", "7d")],
+        "OUTBOX_DELETE_RECORD_RETENTION_SECONDS=\"7d\": expected a number of seconds from 60 to 31536000",
+    );
+}
+
 #[tokio::test]
 async fn c13_metrics_port_already_in_use() {
     let s = TestSchema::new("bad_port", NotifyMode::Adaptive).await;
