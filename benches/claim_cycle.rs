@@ -120,7 +120,7 @@ impl Db {
             ack: events.iter().map(|e| e.held()).collect(),
             ..Outcomes::default()
         };
-        let applied = outcome::apply(&self.pool, OWNER, 12, &o)
+        let applied = outcome::apply(&self.pool, OWNER, 12, "search_index_to_elastic", &o)
             .await
             .expect("ack");
         assert_eq!(

@@ -40,6 +40,7 @@ fn event(i: usize, doc: usize) -> ClaimedEvent {
         op: Op::Index.to_string(),
         payload: Some(payload(i)),
         version: i as i64 + 1,
+        routing: None,
         attempts: 1,
         deferrals: 0,
         created_epoch: 0.0,
@@ -100,12 +101,12 @@ fn encoding(c: &mut Criterion) {
     g.bench_function("chunk_500", |b| {
         b.iter_batched(
             || evs.clone(),
-            |evs| encode::chunk(evs, CHUNK, MAX_BYTES),
+            |evs| encode::chunk(evs, CHUNK, MAX_BYTES, None),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("encode_all_500", |b| {
-        b.iter(|| encode::encode_all(black_box(&evs)))
+        b.iter(|| encode::encode_all(black_box(&evs), None))
     });
     g.finish();
 }

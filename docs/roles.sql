@@ -19,6 +19,8 @@ GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
                 outbox_cursor_positions TO :"worker";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_waiting_workers TO :"worker";
 GRANT SELECT ON outbox_replay_audit TO :"worker";
+-- Delete records: written with a delete's ack, read before sending, pruned by age.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_delete_records TO :"worker";
 -- Other roles' snapshots in pg_stat_activity (backend_xmin, backend_xid, xact_start), for
 -- outbox_db_oldest_xmin_age_*{kind="backend"}: without it the worker sees only its own
 -- role's sessions, and a report run by another role holds cleanup back unseen.
@@ -31,6 +33,8 @@ GRANT SELECT, UPDATE ON outbox_exceptions TO :"operator";
 GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
                 outbox_cursor_positions TO :"operator";
 GRANT SELECT ON outbox_waiting_workers TO :"operator";
+-- replay --dry-run says which events a recorded delete would supersede.
+GRANT SELECT ON outbox_delete_records TO :"operator";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator";
 GRANT USAGE ON SEQUENCE outbox_replay_audit_id_seq TO :"operator";
 

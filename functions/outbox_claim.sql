@@ -14,11 +14,13 @@
 --    them; the events carry attempt 1 and the piece_id.
 -- Nothing here updates or deletes a row (a claim that finds nothing writes nothing), so a
 -- long transaction elsewhere leaves nothing for the next claim to walk.
+-- The returned columns changed (routing, schema 0005): CREATE OR REPLACE cannot change them.
+DROP FUNCTION IF EXISTS outbox_claim(text, integer, text, float8);
 CREATE OR REPLACE FUNCTION outbox_claim(p_projection text, p_limit integer, p_owner text,
                                         p_lease float8)
 RETURNS TABLE (piece_id bigint, id bigint, attempts integer, deferrals integer,
                created_epoch float8, index_name text, doc_id text, op text, payload text,
-               version bigint)
+               version bigint, routing text)
 LANGUAGE plpgsql
 -- The log's reads must stop at the limit: an ordered scan of each slot's index, merged.
 -- The planner underestimates a window (a snapshot test per row) and would rather read the
@@ -76,7 +78,7 @@ BEGIN
     WHERE e.id = picked.id AND e.status = 'pending'
     RETURNING NULL::bigint, e.id, e.attempts, e.deferrals,
               extract(epoch FROM e.created_at)::float8, e.index_name, e.doc_id, e.op,
-              e.payload::text, COALESCE(e.doc_version, e.id);
+              e.payload::text, COALESCE(e.doc_version, e.id), e.routing;
     GET DIAGNOSTICS taken = ROW_COUNT;
 
     IF taken >= p_limit THEN
@@ -200,7 +202,8 @@ BEGIN
         RETURNING p.piece_id INTO w_piece;
         RETURN QUERY
         SELECT w_piece, r.id, 1, 0, extract(epoch FROM r.created_at)::float8,
-               r.index_name, r.doc_id, r.op, r.payload::text, COALESCE(r.doc_version, r.id)
+               r.index_name, r.doc_id, r.op, r.payload::text, COALESCE(r.doc_version, r.id),
+               r.routing
         FROM unnest(got) AS r;
     END IF;
 END

@@ -64,12 +64,12 @@ SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_versio
        NULL::timestamptz AS next_retry_at, NULL::text AS lease_owner,
        NULL::timestamptz AS lease_expires_at, NULL::timestamptz AS processing_started_at,
        NULL::text AS error_reason, NULL::text AS error, 0 AS replay_count,
-       l.created_at, NULL::timestamptz AS failed_at
+       l.created_at, NULL::timestamptz AS failed_at, l.routing
 FROM outbox_log_pending AS l
 UNION ALL
 SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version,
        'processing', 1, 0, NULL, p.lease_owner, p.lease_expires_at, p.processing_started_at,
-       NULL, NULL, 0, l.created_at, NULL
+       NULL, NULL, 0, l.created_at, NULL, l.routing
 FROM outbox_open_pieces AS p
 CROSS JOIN unnest(p.event_ids) AS i(id)
 JOIN outbox_events AS l ON l.id = i.id
@@ -78,5 +78,5 @@ UNION ALL
 SELECT x.id, x.projection, x.index_name, x.doc_id, x.op, x.payload, x.doc_version,
        x.status, x.attempts, x.deferrals, x.next_retry_at, x.lease_owner,
        x.lease_expires_at, x.processing_started_at, x.error_reason, x.error, x.replay_count,
-       x.created_at, x.failed_at
+       x.created_at, x.failed_at, x.routing
 FROM outbox_exceptions AS x;

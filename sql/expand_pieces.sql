@@ -15,9 +15,10 @@ WITH gone AS (
     RETURNING piece_id
 )
 INSERT INTO outbox_exceptions AS x
-    (id, projection, index_name, doc_id, op, payload, doc_version, created_at,
+    (id, projection, index_name, doc_id, op, payload, doc_version, routing, created_at,
      status, attempts, lease_owner, lease_expires_at, processing_started_at)
-SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.created_at,
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.routing,
+       l.created_at,
        'processing', 1, p.lease_owner, p.lease_expires_at, p.processing_started_at
 FROM gone AS g
 JOIN outbox_pieces AS p ON p.piece_id = g.piece_id

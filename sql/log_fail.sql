@@ -6,9 +6,10 @@ WITH held AS (
     WHERE p.piece_id = ANY ($2::bigint[]) AND p.lease_owner = $3
 )
 INSERT INTO outbox_exceptions AS x
-    (id, projection, index_name, doc_id, op, payload, doc_version, created_at,
+    (id, projection, index_name, doc_id, op, payload, doc_version, routing, created_at,
      status, attempts, error_reason, error, failed_at)
-SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.created_at,
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.routing,
+       l.created_at,
        'failed', 1, t.reason, t.error, now()
 FROM unnest($1::bigint[], $2::bigint[], $4::text[], $5::text[]) AS t(id, piece_id, reason, error)
 JOIN held ON held.piece_id = t.piece_id

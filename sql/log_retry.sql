@@ -10,9 +10,10 @@ WITH held AS (
     WHERE p.piece_id = ANY ($2::bigint[]) AND p.lease_owner = $3
 )
 INSERT INTO outbox_exceptions AS x
-    (id, projection, index_name, doc_id, op, payload, doc_version, created_at,
+    (id, projection, index_name, doc_id, op, payload, doc_version, routing, created_at,
      status, attempts, deferrals, next_retry_at, error_reason, error, failed_at)
-SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.created_at,
+SELECT l.id, l.projection, l.index_name, l.doc_id, l.op, l.payload, l.doc_version, l.routing,
+       l.created_at,
        CASE WHEN t.counted AND 1 >= $4 THEN 'failed' ELSE 'pending' END,
        CASE WHEN t.counted THEN 1 ELSE 0 END,
        CASE WHEN t.counted THEN 0 ELSE 1 END,

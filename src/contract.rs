@@ -71,6 +71,12 @@ pub const PRODUCER_COLUMNS: &[Column] = &[
         array_type: Type::INT8_ARRAY,
         values: |evs| each(evs, |e| e.doc_version),
     },
+    Column {
+        name: "routing",
+        sql_type: "text",
+        array_type: Type::TEXT_ARRAY,
+        values: |evs| each(evs, |e| e.routing.as_deref()),
+    },
 ];
 
 /// One field of every event, as one array.
@@ -123,6 +129,9 @@ pub struct NewEvent {
     pub projection: String,
     /// External version; `None` lets the outbox id stand in for it.
     pub doc_version: Option<i64>,
+    /// The engine's routing value for the document, sent on index and delete alike;
+    /// `None`: routed by `_id`.
+    pub routing: Option<String>,
 }
 
 impl NewEvent {
@@ -153,6 +162,7 @@ impl NewEvent {
             payload,
             projection: DEFAULT_PROJECTION.to_string(),
             doc_version: None,
+            routing: None,
         }
     }
 
@@ -160,6 +170,13 @@ impl NewEvent {
     /// (taken under the row lock, e.g. from a sequence), so a stale write never wins.
     pub fn version(mut self, version: i64) -> Self {
         self.doc_version = Some(version);
+        self
+    }
+
+    /// Custom routing: the same value must come with every event of the document (a
+    /// delete without it would miss a document indexed with it).
+    pub fn routing(mut self, routing: impl Into<String>) -> Self {
+        self.routing = Some(routing.into());
         self
     }
 
@@ -561,12 +578,12 @@ mod tests {
     fn the_insert_binds_every_producer_column_in_order() {
         assert_eq!(
             INSERT_SQL.as_str(),
-            "INSERT INTO outbox_events (index_name, doc_id, op, payload, projection, doc_version) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bigint[])"
+            "INSERT INTO outbox_events (index_name, doc_id, op, payload, projection, doc_version, routing) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bigint[], $7::text[])"
         );
         let events = [
             NewEvent::index("i", "a", serde_json::json!({"n": 1})).version(7),
-            NewEvent::delete("i", "b").projection("other"),
+            NewEvent::delete("i", "b").projection("other").routing("r1"),
         ];
         // Each column binds one value per event; the debug form shows which.
         let bound: Vec<String> = bind(&events).iter().map(|a| format!("{a:?}")).collect();
@@ -579,6 +596,7 @@ mod tests {
                 r#"[Some(Object {"n": Number(1)}), None]"#,
                 r#"["search_index_to_elastic", "other"]"#,
                 "[Some(7), None]",
+                r#"[None, Some("r1")]"#,
             ]
         );
     }
@@ -587,17 +605,25 @@ mod tests {
     /// the default projection this module writes.
     #[test]
     fn producer_columns_match_the_migration() {
-        // The log's definition (schema 0003): what producers insert into.
+        // The log's definition (schema 0003): what producers insert into; and the columns
+        // later migrations add to it (`ALTER TABLE outbox_events ADD COLUMN name type;`).
         let migration = include_str!("../migrations/0003_insert_only_log.sql")
             .split("CREATE TABLE outbox_events (")
             .nth(1)
             .expect("0003 creates the log");
+        let added: Vec<String> = include_str!("../migrations/0005_delete_records.sql")
+            .lines()
+            .filter_map(|l| l.strip_prefix("ALTER TABLE outbox_events ADD COLUMN "))
+            .map(|l| l.trim_end_matches(';').to_string())
+            .collect();
         let declared = |name: &str| -> Vec<String> {
             migration
                 .lines()
+                .map(str::to_string)
+                .chain(added.iter().cloned())
                 .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .find(|words| words.first().map(String::as_str) == Some(name))
-                .unwrap_or_else(|| panic!("no column {name} in the migration"))
+                .unwrap_or_else(|| panic!("no column {name} in the migrations"))
         };
         for c in PRODUCER_COLUMNS {
             assert_eq!(

@@ -16,6 +16,9 @@ pub struct ClaimedEvent {
     pub payload: Option<String>,
     /// External version: `doc_version` when the producer set one, else the outbox id.
     pub version: i64,
+    /// The producer's routing value, sent on index and delete actions (None: the engine
+    /// routes by `_id`).
+    pub routing: Option<String>,
     /// The attempt number this claim made; the fencing token of every later write.
     pub attempts: i32,
     /// Retries that were not the event's fault (outages, overload); they grow the backoff
@@ -58,6 +61,7 @@ impl ClaimedEvent {
             op: row.get("op"),
             payload: row.get("payload"),
             version: row.get("version"),
+            routing: row.get("routing"),
             attempts: row.get("attempts"),
             deferrals: row.get("deferrals"),
             created_epoch: row.get("created_epoch"),
@@ -143,6 +147,7 @@ pub(crate) fn ev(id: i64, doc: &str, version: i64) -> ClaimedEvent {
         op: Op::Index.to_string(),
         payload: Some(format!("{{\"v\":{version}}}")),
         version,
+        routing: None,
         attempts: 1,
         deferrals: 0,
         created_epoch: 0.0,

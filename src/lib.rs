@@ -19,6 +19,7 @@
 //! - `bulk`      NDJSON encoding, the HTTP client, the outcome classification
 //! - `store`     claim, ack / retry / fail / release, reclaim, the waiting mark (sql/)
 //! - `reclaim`   the reclaimer of stuck events
+//! - `deletes`   delete records: which index events a recorded delete supersedes; the prune
 //! - `backoff`   one retry delay for every path that retries an event
 //! - `sampler`   the database-wide gauges
 //! - `horizon`   what holds back cleanup: dead tuples, the oldest xmin by holder
@@ -54,6 +55,7 @@ internal!(
     backoff,
     bulk,
     db,
+    deletes,
     error_chain,
     event,
     horizon,

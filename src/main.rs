@@ -208,6 +208,12 @@ fn main() -> ExitCode {
                             emit!("  {reason}: {n}");
                         }
                         emit!("  ids: {:?}{}", d.sample_ids, if d.matched > d.sample_ids.len() { " ..." } else { "" });
+                        if !d.superseded_by_delete.is_empty() {
+                            emit!("  {} of them would be superseded by a recorded delete (acked unsent; the document stays deleted):", d.superseded_by_delete.len());
+                            for s in &d.superseded_by_delete {
+                                emit!("    id {} (version {}): deleted at version {}", s.id, s.version, s.deleted_version);
+                            }
+                        }
                     }
                     return Ok(());
                 }

@@ -36,6 +36,7 @@ pub const WAKES_TOTAL: &str = "outbox_wakes_total";
 pub const LOG_TRUNCATIONS_TOTAL: &str = "outbox_log_truncations_total";
 pub const ENGINE_NODE_REQUESTS_TOTAL: &str = "outbox_engine_node_requests_total";
 pub const BULK_BODY_BYTES_TOTAL: &str = "outbox_bulk_body_bytes_total";
+pub const DELETE_RECORDS_PRUNED_TOTAL: &str = "outbox_delete_records_pruned_total";
 // Histograms.
 pub const BULK_DURATION_SECONDS: &str = "outbox_bulk_duration_seconds";
 pub const END_TO_END_SECONDS: &str = "outbox_end_to_end_seconds";
@@ -44,6 +45,8 @@ pub const CLAIM_DURATION_SECONDS: &str = "outbox_claim_duration_seconds";
 pub const LISTEN_CONNECTED: &str = "outbox_listen_connected";
 pub const WORKER_INFLIGHT_EVENTS: &str = "outbox_worker_inflight_events";
 pub const ENGINE_NODE_UP: &str = "outbox_engine_node_up";
+/// Delete records kept, counted after each prune (the same on every worker).
+pub const DELETE_RECORDS: &str = "outbox_delete_records";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -110,7 +113,18 @@ fn describe() {
         "Events this worker moved to failed, by reason"
     );
     counter!(CLAIMED_TOTAL, "Events this worker claimed");
-    counter!(ACKED_TOTAL, "Events this worker acked, by kind");
+    counter!(
+        ACKED_TOTAL,
+        "Events this worker acked, by kind (superseded_by_delete: an index event at or below a recorded delete's version, not sent)"
+    );
+    counter!(
+        DELETE_RECORDS_PRUNED_TOTAL,
+        "Delete records this worker pruned after OUTBOX_DELETE_RECORD_RETENTION_SECONDS"
+    );
+    gauge!(
+        DELETE_RECORDS,
+        "Delete records kept (counted after each prune)"
+    );
     counter!(
         SUPERSEDED_TOTAL,
         "Events acked because a newer version of their document was in the same claim"

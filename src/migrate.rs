@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_insert_only_pieces",
         include_str!("../migrations/0004_insert_only_pieces.sql"),
     ),
+    (
+        "0005_delete_records",
+        include_str!("../migrations/0005_delete_records.sql"),
+    ),
 ];
 
 /// Functions and views over the tables, replaced at every migrate (after the migrations),

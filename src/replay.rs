@@ -1,6 +1,7 @@
 //! `outbox-worker replay`: failed -> pending, explicitly and audited. A filter (ids,
 //! error_reason, failure time window, projection, limit) selects failed events only;
-//! `--dry-run` shows exactly what would move and changes nothing; execution needs a reason
+//! `--dry-run` shows exactly what would move, and which of those events a recorded delete
+//! supersedes (acked unsent once replayed), and changes nothing; execution needs a reason
 //! and writes the audit row in the same statement as the move.
 
 use std::collections::BTreeMap;
@@ -45,6 +46,9 @@ pub struct DryRun {
     pub matched: usize,
     pub by_reason: BTreeMap<String, usize>,
     pub sample_ids: Vec<i64>,
+    /// Index events among those matched that a recorded delete of their document would
+    /// supersede: once replayed, the worker acks them unsent (the document stays deleted).
+    pub superseded_by_delete: Vec<SupersededByDelete>,
     pub filter: ReplayFilter,
     /// Every event that would move, in id order (the console lists them all).
     #[serde(skip)]
@@ -59,6 +63,14 @@ pub struct WouldMove {
     pub index_name: String,
     pub doc_id: String,
     pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// A failed index event at or below the version of its document's recorded delete.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SupersededByDelete {
+    pub id: i64,
+    pub version: i64,
+    pub deleted_version: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,10 +114,22 @@ pub async fn dry_run(client: &Client, f: &ReplayFilter) -> Result<DryRun, tokio_
             .entry(reason.unwrap_or_else(|| "-".into()))
             .or_insert(0) += 1;
     }
+    let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
+    let superseded_by_delete = client
+        .query(sql::REPLAY_SUPERSEDED, &[&ids])
+        .await?
+        .iter()
+        .map(|r| SupersededByDelete {
+            id: r.get("id"),
+            version: r.get("version"),
+            deleted_version: r.get("deleted_version"),
+        })
+        .collect();
     Ok(DryRun {
         matched: rows.len(),
         by_reason,
-        sample_ids: rows.iter().take(20).map(|r| r.get("id")).collect(),
+        sample_ids: ids.iter().take(20).copied().collect(),
+        superseded_by_delete,
         filter: f.clone(),
         events: rows
             .iter()

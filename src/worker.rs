@@ -14,8 +14,8 @@ use tracing::{info, warn};
 
 use crate::{
     bulk::client::BulkClient,
-    config::{Config, Discovery, NotifyMode, Sink as SinkKind},
-    db, listener,
+    config::{Config, DeleteRecords, Discovery, NotifyMode, Sink as SinkKind},
+    db, deletes, listener,
     metrics::{self, Health},
     pipeline::{NullSink, Pipeline, Sink},
     reclaim, rotation, sampler,
@@ -30,8 +30,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     // One connection per bulk in flight (its outcomes), the claims running ahead, and the
-    // reclaimer, the sampler and the idle checks.
-    let pool_size = cfg.concurrency + crate::pipeline::CLAIMS_AHEAD + 4;
+    // reclaimer, the sampler, the rotation, the idle checks and the delete records' prune.
+    let pool_size = cfg.concurrency + crate::pipeline::CLAIMS_AHEAD + 5;
     let pool = db::pool(&cfg, pool_size).context("database pool")?;
     // Fail fast on an unreachable database or a missing schema: one clear line.
     {
@@ -96,6 +96,9 @@ pub async fn run(
         }
     }
     tokio::spawn(rotation::run(pool.clone(), tasks.clone()));
+    if cfg.delete_records == DeleteRecords::On {
+        tokio::spawn(deletes::run(cfg.clone(), pool.clone(), tasks.clone()));
+    }
 
     let sink: Box<dyn Sink> = match cfg.sink {
         SinkKind::Elasticsearch => Box::new(client),

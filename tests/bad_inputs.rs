@@ -173,6 +173,14 @@ fn c28_engine_url_list_with_an_empty_entry() {
 }
 
 #[test]
+fn c32_delete_record_retention_below_the_backoff_cap() {
+    refused(
+        &[("OUTBOX_DELETE_RECORD_RETENTION_SECONDS", "120")],
+        "OUTBOX_DELETE_RECORD_RETENTION_SECONDS=\"120\": expected at least OUTBOX_MAX_BACKOFF_SECONDS=\"300\"",
+    );
+}
+
+#[test]
 fn c29_engine_url_list_with_a_malformed_entry() {
     refused_exit_2(
         &[(
@@ -211,6 +219,14 @@ fn c31_unknown_compression_or_discovery() {
     refused_exit_2(
         &[("OUTBOX_ELASTICSEARCH_DISCOVERY", "sniff")],
         "invalid OUTBOX_ELASTICSEARCH_DISCOVERY=\"sniff\": expected off or nodes",
+    );
+}
+
+#[test]
+fn c33_delete_record_retention_not_a_duration() {
+    refused(
+        &[("OUTBOX_DELETE_RECORD_RETENTION_SECONDS", "7d")],
+        "OUTBOX_DELETE_RECORD_RETENTION_SECONDS=\"7d\": expected a number of seconds from 60 to 31536000",
     );
 }
 

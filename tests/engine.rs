@@ -32,6 +32,7 @@ fn event(
             op: op.to_string(),
             payload: payload.map(|p| p.to_string()),
             version,
+            routing: None,
             attempts: 1,
             deferrals: 0,
             created_epoch: 0.0,
@@ -52,7 +53,7 @@ fn client() -> BulkClient {
 
 async fn send(c: &BulkClient, events: &[(ClaimedEvent, Op)]) -> RequestOutcome {
     let ops: Vec<Op> = events.iter().map(|(_, op)| *op).collect();
-    c.send(encode::encode_all(events), &ops).await.0
+    c.send(encode::encode_all(events, None), &ops).await.0
 }
 
 #[tokio::test]

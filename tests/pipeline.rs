@@ -366,7 +366,7 @@ async fn late_ack_after_reclaim_changes_nothing() {
         ack: a.iter().map(|e| e.held()).collect(),
         ..Default::default()
     };
-    outcome::apply(&pool, "worker-a", cfg.max_attempts, &o)
+    outcome::apply(&pool, "worker-a", cfg.max_attempts, &cfg.projection, &o)
         .await
         .unwrap();
     let mut pieces: Vec<i64> = a.iter().filter_map(|e| e.piece).collect();
@@ -400,13 +400,25 @@ async fn late_ack_after_reclaim_changes_nothing() {
             .collect(),
         ..Default::default()
     };
-    let applied = outcome::apply(&pool, "worker-a", cfg.max_attempts, &late_fail)
-        .await
-        .unwrap();
+    let applied = outcome::apply(
+        &pool,
+        "worker-a",
+        cfg.max_attempts,
+        &cfg.projection,
+        &late_fail,
+    )
+    .await
+    .unwrap();
     assert_eq!(applied.late.len(), 2);
-    let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &late_fail)
-        .await
-        .unwrap();
+    let applied = outcome::apply(
+        &pool,
+        "worker-b",
+        cfg.max_attempts,
+        &cfg.projection,
+        &late_fail,
+    )
+    .await
+    .unwrap();
     assert_eq!(applied.late.len(), 2, "right owner, stale piece: fenced");
     assert_eq!(s.count("processing").await, 2);
     // B's own ack works.
@@ -415,7 +427,7 @@ async fn late_ack_after_reclaim_changes_nothing() {
         ack: b.iter().map(|e| e.held()).collect(),
         ..Default::default()
     };
-    let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &ok)
+    let applied = outcome::apply(&pool, "worker-b", cfg.max_attempts, &cfg.projection, &ok)
         .await
         .unwrap();
     assert_eq!(applied.acked.len(), 2);
@@ -520,7 +532,7 @@ async fn counted_retries_end_in_max_attempts_exceeded() {
         retry: vec![retry(&got[0], true), retry(&got[1], false)],
         ..Default::default()
     };
-    let applied = outcome::apply(&pool, "w", cfg.max_attempts, &o)
+    let applied = outcome::apply(&pool, "w", cfg.max_attempts, &cfg.projection, &o)
         .await
         .unwrap();
     assert_eq!(
@@ -595,9 +607,15 @@ async fn reclaimed_and_429d_events_with_one_history_back_off_alike() {
             (e.clone(), decide(item, e, &backoff, &mut rand::rng()))
         })
         .collect();
-    let applied = outcome::apply(&pool, "w", cfg.max_attempts, &writes(&decided))
-        .await
-        .unwrap();
+    let applied = outcome::apply(
+        &pool,
+        "w",
+        cfg.max_attempts,
+        &cfg.projection,
+        &writes(&decided, true),
+    )
+    .await
+    .unwrap();
     assert_eq!(applied.retried.len(), 50);
 
     let ceiling = backoff.ceiling(1, 10).as_secs_f64();

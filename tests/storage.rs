@@ -37,7 +37,9 @@ async fn ack(pool: &deadpool_postgres::Pool, got: &[ClaimedEvent]) {
         ack: got.iter().map(|e| e.held()).collect(),
         ..Default::default()
     };
-    outcome::apply(pool, "w", 12, &o).await.unwrap();
+    outcome::apply(pool, "w", 12, "search_index_to_elastic", &o)
+        .await
+        .unwrap();
     let mut pieces: Vec<i64> = got.iter().filter_map(|e| e.piece).collect();
     pieces.sort_unstable();
     pieces.dedup();

@@ -1,7 +1,9 @@
 //! Events -> NDJSON `_bulk` body, and the chunking of a claim by count and bytes.
 //!
 //! Every action carries `version_type=external` and the event's version, so a stale write
-//! can never overwrite a newer one, whatever the concurrency or number of workers.
+//! can never overwrite a newer one, whatever the concurrency or number of workers. An event
+//! with a routing value sends it on its action, index and delete alike; index actions carry
+//! the default ingest pipeline (OUTBOX_BULK_PIPELINE) when one is set.
 
 use crate::{contract::Op, event::ClaimedEvent};
 
@@ -12,8 +14,9 @@ pub struct Chunk {
     pub body: Vec<u8>,
 }
 
-/// Append one action line (and the document line for `index`) to `buf`.
-pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, op: Op) {
+/// Append one action line (and the document line for `index`) to `buf`; `pipeline`: the
+/// ingest pipeline of index actions.
+pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, op: Op, pipeline: Option<&str>) {
     buf.extend_from_slice(match op {
         Op::Index => b"{\"index\":{\"_index\":",
         Op::Delete => b"{\"delete\":{\"_index\":",
@@ -23,6 +26,14 @@ pub fn encode_event(buf: &mut Vec<u8>, ev: &ClaimedEvent, op: Op) {
     write_json_str(buf, &ev.doc_id);
     buf.extend_from_slice(b",\"version\":");
     buf.extend_from_slice(itoa(ev.version).as_bytes());
+    if let Some(routing) = &ev.routing {
+        buf.extend_from_slice(b",\"routing\":");
+        write_json_str(buf, routing);
+    }
+    if let (Op::Index, Some(pipeline)) = (op, pipeline) {
+        buf.extend_from_slice(b",\"pipeline\":");
+        write_json_str(buf, pipeline);
+    }
     buf.extend_from_slice(b",\"version_type\":\"external\"}}\n");
     if op == Op::Index {
         // PostgreSQL prints jsonb on one line with every control character escaped,
@@ -41,20 +52,29 @@ fn write_json_str(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// The size `encode_event` will add, without encoding (for the byte cap).
-fn encoded_len_estimate(ev: &ClaimedEvent) -> usize {
-    64 + ev.index_name.len() + ev.doc_id.len() + ev.payload.as_ref().map_or(0, |p| p.len() + 1)
+fn encoded_len_estimate(ev: &ClaimedEvent, pipeline: Option<&str>) -> usize {
+    64 + ev.index_name.len()
+        + ev.doc_id.len()
+        + ev.routing.as_ref().map_or(0, |r| r.len() + 12)
+        + pipeline.map_or(0, |p| p.len() + 13)
+        + ev.payload.as_ref().map_or(0, |p| p.len() + 1)
 }
 
 /// Split validated events into chunks of at most `max_events` events and about
 /// `max_bytes` bytes each (one event alone may exceed the byte cap: it goes alone).
-pub fn chunk(events: Vec<(ClaimedEvent, Op)>, max_events: usize, max_bytes: usize) -> Vec<Chunk> {
+pub fn chunk(
+    events: Vec<(ClaimedEvent, Op)>,
+    max_events: usize,
+    max_bytes: usize,
+    pipeline: Option<&str>,
+) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     let mut current = Chunk {
         events: Vec::new(),
         body: Vec::new(),
     };
     for (ev, op) in events {
-        let add = encoded_len_estimate(&ev);
+        let add = encoded_len_estimate(&ev, pipeline);
         if !current.events.is_empty()
             && (current.events.len() >= max_events || current.body.len() + add > max_bytes)
         {
@@ -66,7 +86,7 @@ pub fn chunk(events: Vec<(ClaimedEvent, Op)>, max_events: usize, max_bytes: usiz
                 },
             ));
         }
-        encode_event(&mut current.body, &ev, op);
+        encode_event(&mut current.body, &ev, op, pipeline);
         current.events.push((ev, op));
     }
     if !current.events.is_empty() {
@@ -76,10 +96,10 @@ pub fn chunk(events: Vec<(ClaimedEvent, Op)>, max_events: usize, max_bytes: usiz
 }
 
 /// Re-encode a subset of events (after a split).
-pub fn encode_all(events: &[(ClaimedEvent, Op)]) -> Vec<u8> {
+pub fn encode_all(events: &[(ClaimedEvent, Op)], pipeline: Option<&str>) -> Vec<u8> {
     let mut body = Vec::new();
     for (ev, op) in events {
-        encode_event(&mut body, ev, *op);
+        encode_event(&mut body, ev, *op, pipeline);
     }
     body
 }
@@ -100,7 +120,7 @@ mod tests {
     #[test]
     fn index_action_carries_external_version_and_payload() {
         let mut body = Vec::new();
-        encode_event(&mut body, &ev(7, "doc-1", 42), Op::Index);
+        encode_event(&mut body, &ev(7, "doc-1", 42), Op::Index, None);
         let l = lines(&body);
         assert_eq!(l.len(), 2);
         assert_eq!(
@@ -117,10 +137,49 @@ mod tests {
         e.payload = None;
         e.op = "delete".into();
         let mut body = Vec::new();
-        encode_event(&mut body, &e, Op::Delete);
+        encode_event(&mut body, &e, Op::Delete, None);
         let l = lines(&body);
         assert_eq!(l.len(), 1);
         assert_eq!(l[0]["delete"]["_id"], "d");
+    }
+
+    #[test]
+    fn routing_goes_on_index_and_delete_and_the_pipeline_on_index_only() {
+        let mut indexed = ev(1, "a", 5);
+        indexed.routing = Some("user\"7".into());
+        let mut deleted = ev(2, "b", 6);
+        deleted.op = "delete".into();
+        deleted.payload = None;
+        deleted.routing = Some("u8".into());
+        let plain = ev(3, "c", 7);
+        let body = encode_all(
+            &[
+                (indexed, Op::Index),
+                (deleted, Op::Delete),
+                (plain, Op::Index),
+            ],
+            Some("stamp"),
+        );
+        let l = lines(&body);
+        assert_eq!(
+            l[0],
+            serde_json::json!({"index": {"_index": "idx", "_id": "a", "version": 5,
+                "routing": "user\"7", "pipeline": "stamp", "version_type": "external"}})
+        );
+        assert_eq!(
+            l[2],
+            serde_json::json!({"delete": {"_index": "idx", "_id": "b", "version": 6,
+                "routing": "u8", "version_type": "external"}})
+        );
+        assert_eq!(
+            l[3],
+            serde_json::json!({"index": {"_index": "idx", "_id": "c", "version": 7,
+                "pipeline": "stamp", "version_type": "external"}})
+        );
+        // Without a pipeline or routing, the action is as before.
+        assert!(!String::from_utf8(encode_all(&[(ev(4, "d", 1), Op::Index)], None))
+            .unwrap()
+            .contains("pipeline"));
     }
 
     #[test]
@@ -131,7 +190,7 @@ mod tests {
         // A payload as PostgreSQL prints jsonb: escapes, unicode kept.
         e.payload = Some(r#"{"t": "line1\nline2 \"q\" é😀"}"#.into());
         let mut body = Vec::new();
-        encode_event(&mut body, &e, Op::Index);
+        encode_event(&mut body, &e, Op::Index, None);
         let text = String::from_utf8(body.clone()).unwrap();
         assert_eq!(
             text.matches('\n').count(),
@@ -149,7 +208,7 @@ mod tests {
         let events: Vec<_> = (0..10)
             .map(|i| (ev(i, &format!("d{i}"), i), Op::Index))
             .collect();
-        let by_count = chunk(events, 4, 1 << 20);
+        let by_count = chunk(events, 4, 1 << 20, None);
         assert_eq!(
             by_count.iter().map(|c| c.events.len()).collect::<Vec<_>>(),
             vec![4, 4, 2]
@@ -162,13 +221,13 @@ mod tests {
             (big, Op::Index),
             (ev(2, "b", 1), Op::Index),
         ];
-        let by_bytes = chunk(events, 100, 1000);
+        let by_bytes = chunk(events, 100, 1000, None);
         assert_eq!(
             by_bytes.iter().map(|c| c.events.len()).collect::<Vec<_>>(),
             vec![1, 1, 1]
         );
         for c in &by_bytes {
-            assert_eq!(c.body, encode_all(&c.events));
+            assert_eq!(c.body, encode_all(&c.events, None));
         }
     }
 }

@@ -119,6 +119,18 @@ words! {
     }
 }
 
+words! {
+    /// Whether acked deletes are recorded and checked before index events are sent.
+    pub enum DeleteRecords {
+        /// A delete's ack writes its record; an index event at or below a recorded delete's
+        /// version is acked as superseded, unsent.
+        On = "on",
+        /// Nothing recorded, nothing checked: a late, older index event can bring a deleted
+        /// document back. For outboxes without deletes, and benches.
+        Off = "off",
+    }
+}
+
 /// A secret: never printed, never logged.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -174,6 +186,8 @@ pub struct Config {
     pub bulk_max_bytes: usize,
     /// gzip or plain request bodies.
     pub bulk_compression: Compression,
+    /// Ingest pipeline sent on every index action; None: the index's default.
+    pub bulk_pipeline: Option<String>,
     /// Fallback poll interval (jittered), the guarantee behind NOTIFY.
     #[serde(serialize_with = "as_seconds")]
     pub poll_interval: Duration,
@@ -192,6 +206,11 @@ pub struct Config {
     pub base_backoff: Duration,
     #[serde(serialize_with = "as_seconds")]
     pub max_backoff: Duration,
+    /// Record acked deletes and check index events against them.
+    pub delete_records: DeleteRecords,
+    /// How long a delete record is kept.
+    #[serde(serialize_with = "as_seconds")]
+    pub delete_record_retention: Duration,
     /// Timeout of one bulk request.
     #[serde(serialize_with = "as_seconds")]
     pub request_timeout: Duration,
@@ -351,6 +370,7 @@ impl Config {
             bulk_size: raw.int("bulk_size")? as usize,
             bulk_max_bytes: raw.int("bulk_max_bytes")? as usize,
             bulk_compression: raw.word("bulk_compression")?,
+            bulk_pipeline: raw.opt_text("bulk_pipeline").map(|p| p.trim().to_string()),
             poll_interval: raw.seconds("poll_interval_seconds")?,
             lease: raw.seconds("lease_seconds")?,
             reclaim_interval: raw.seconds("reclaim_interval_seconds")?,
@@ -358,6 +378,8 @@ impl Config {
             max_attempts: raw.int("max_attempts")? as i32,
             base_backoff: raw.seconds("base_backoff_seconds")?,
             max_backoff: raw.seconds("max_backoff_seconds")?,
+            delete_records: raw.word("delete_records")?,
+            delete_record_retention: raw.seconds("delete_record_retention_seconds")?,
             request_timeout: raw.seconds("request_timeout_seconds")?,
             shutdown_grace: raw.seconds("shutdown_grace_seconds")?,
             debounce: Duration::from_millis(raw.int("debounce_ms")?),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Compression, Config, Discovery, LogFormat, NotifyMode, Sink};
+use super::{Compression, Config, DeleteRecords, Discovery, LogFormat, NotifyMode, Sink};
 
 /// One setting.
 #[derive(Debug)]
@@ -160,6 +160,14 @@ pub const SETTINGS: &[Setting] = &[
         doc: "`gzip`: request bodies sent gzip-compressed (`Content-Encoding: gzip`), 12x fewer bytes at no measurable cost in drain rate (bench); `none`: plain, for a proxy that must read or size them",
     },
     Setting {
+        key: "bulk_pipeline",
+        env: "OUTBOX_BULK_PIPELINE",
+        default: DefaultValue::Unset,
+        unit: "",
+        allowed: Allowed::Text("an ingest pipeline's id"),
+        doc: "ingest pipeline sent on every index action (`pipeline`); unset: the index's default pipeline, if any",
+    },
+    Setting {
         key: "poll_interval_seconds",
         env: "OUTBOX_POLL_INTERVAL_SECONDS",
         default: DefaultValue::Text("5"),
@@ -232,6 +240,25 @@ pub const SETTINGS: &[Setting] = &[
             hi: 86_400.0,
         },
         doc: "cap of the retry delay (full jitter below it)",
+    },
+    Setting {
+        key: "delete_records",
+        env: "OUTBOX_DELETE_RECORDS",
+        default: DefaultValue::Text("on"),
+        unit: "",
+        allowed: Allowed::Word(DeleteRecords::WORDS),
+        doc: "`on`: acked deletes are recorded and older index events acked as superseded, unsent; `off` only for an outbox without deletes, or benches",
+    },
+    Setting {
+        key: "delete_record_retention_seconds",
+        env: "OUTBOX_DELETE_RECORD_RETENTION_SECONDS",
+        default: DefaultValue::Text("604800"),
+        unit: "s",
+        allowed: Allowed::Seconds {
+            lo: 60.0,
+            hi: 31_536_000.0,
+        },
+        doc: "how long a delete record is kept: longer than the latest an older index event may still arrive (backoff, lease, a replay of failed events)",
     },
     Setting {
         key: "request_timeout_seconds",
@@ -394,6 +421,13 @@ pub const RELATIONS: &[Relation] = &[
         than: "base_backoff_seconds",
         why: "",
         values: |c| (c.max_backoff, c.base_backoff),
+    },
+    Relation {
+        setting: "delete_record_retention_seconds",
+        must_be: Order::AtLeast,
+        than: "max_backoff_seconds",
+        why: "a record must outlive the longest retry delay of an older index event",
+        values: |c| (c.delete_record_retention, c.max_backoff),
     },
     Relation {
         setting: "max_processing_seconds",

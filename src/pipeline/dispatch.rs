@@ -1,6 +1,6 @@
 //! Dispatch: claimed events become bulk requests and each event gets the engine's verdict.
-//! Coalescing by document and validation come first (`prepare`), then chunks by count and
-//! bytes (OUTBOX_BULK_SIZE, OUTBOX_BULK_MAX_BYTES). A request refused as a whole with a 413
+//! Coalescing by document, validation and the recorded deletes come first (`prepare`), then
+//! chunks by count and bytes (OUTBOX_BULK_SIZE, OUTBOX_BULK_MAX_BYTES). A request refused as a whole with a 413
 //! or another 4xx is split in halves until the event that causes it stands alone; one that
 //! failed as a whole (5xx, 429, 401/403, transport) defers all its events and pauses the
 //! engine breaker. Where requests go is a `Sink`, chosen once at start-up.
@@ -22,6 +22,7 @@ use crate::{
         encode::{self, Chunk},
     },
     contract::Op,
+    deletes::{self, Recorded},
     event::{self, ClaimedEvent},
     metrics as m,
 };
@@ -70,12 +71,20 @@ impl Sink for NullSink {
 #[derive(Debug)]
 pub struct Prepared {
     pub chunks: Vec<Chunk>,
-    /// Superseded by a newer version in the same claim, or invalid.
+    /// Superseded by a newer version in the same claim or by a recorded delete, or invalid.
     pub early: Vec<(ClaimedEvent, Decision)>,
 }
 
-/// Coalesce a claim by document, set aside what cannot be sent, chunk the rest.
-pub fn prepare(events: Vec<ClaimedEvent>, max_events: usize, max_bytes: usize) -> Prepared {
+/// Coalesce a claim by document, set aside what cannot be sent and the index events a
+/// recorded delete supersedes (`recorded`: the claim's lookup), chunk the rest; index
+/// actions carry `pipeline`.
+pub fn prepare(
+    events: Vec<ClaimedEvent>,
+    recorded: &[Recorded],
+    max_events: usize,
+    max_bytes: usize,
+    pipeline: Option<&str>,
+) -> Prepared {
     let (kept, superseded) = event::coalesce_by_document(events);
     let mut early: Vec<(ClaimedEvent, Decision)> = superseded
         .into_iter()
@@ -88,8 +97,14 @@ pub fn prepare(events: Vec<ClaimedEvent>, max_events: usize, max_bytes: usize) -
             Err(why) => early.push((e, Decision::invalid(why))),
         }
     }
+    let (send, superseded) = deletes::split_superseded(valid, |(e, _)| e, recorded);
+    early.extend(
+        superseded
+            .into_iter()
+            .map(|((e, _), deleted_version)| (e, Decision::SupersededByDelete { deleted_version })),
+    );
     Prepared {
-        chunks: encode::chunk(valid, max_events, max_bytes),
+        chunks: encode::chunk(send, max_events, max_bytes, pipeline),
         early,
     }
 }
@@ -130,13 +145,21 @@ impl Breaker {
 pub struct Dispatcher {
     sink: Box<dyn Sink>,
     breaker: Mutex<Breaker>,
+    /// The ingest pipeline of index actions, for the bodies a split re-encodes.
+    pipeline: Option<String>,
 }
 
 impl Dispatcher {
     /// The breaker pauses from `min(base_backoff, 1 s)` up to `min(max_backoff, 30 s)`.
-    pub fn new(sink: Box<dyn Sink>, base_backoff: Duration, max_backoff: Duration) -> Self {
+    pub fn new(
+        sink: Box<dyn Sink>,
+        base_backoff: Duration,
+        max_backoff: Duration,
+        pipeline: Option<String>,
+    ) -> Self {
         Dispatcher {
             sink,
+            pipeline,
             breaker: Mutex::new(Breaker::new(
                 base_backoff.min(Duration::from_secs(1)),
                 max_backoff.min(Duration::from_secs(30)),
@@ -196,8 +219,9 @@ impl Dispatcher {
                     info!(%reason, events = events.len(), "bulk request refused as a whole; splitting it to isolate the cause");
                     let mut left = events;
                     let right = left.split_off(left.len() / 2);
-                    let left_body = encode::encode_all(&left);
-                    let right_body = encode::encode_all(&right);
+                    let pipeline = self.pipeline.as_deref();
+                    let left_body = encode::encode_all(&left, pipeline);
+                    let right_body = encode::encode_all(&right, pipeline);
                     let mut out = self.send(left, left_body).await;
                     out.extend(self.send(right, right_body).await);
                     out
@@ -229,7 +253,7 @@ mod tests {
             ev(5, "c", 1),
             ev(6, "e", 1),
         ];
-        let p = prepare(events, 2, 1 << 20);
+        let p = prepare(events, &[], 2, 1 << 20, None);
         assert_eq!(ids(&p.early), vec![1, 4]);
         assert_eq!(p.early[0].1, Decision::Superseded);
         assert!(
@@ -240,10 +264,33 @@ mod tests {
     }
 
     #[test]
+    fn prepare_acks_index_events_a_recorded_delete_supersedes_unsent() {
+        let recorded = [Recorded {
+            index_name: "idx".into(),
+            doc_id: "a".into(),
+            version: 3,
+        }];
+        let p = prepare(
+            vec![ev(1, "a", 2), ev(2, "b", 1), ev(3, "c", 1)],
+            &recorded,
+            10,
+            1 << 20,
+            None,
+        );
+        assert_eq!(ids(&p.early), vec![1]);
+        assert_eq!(
+            p.early[0].1,
+            Decision::SupersededByDelete { deleted_version: 3 }
+        );
+        let chunked: Vec<Vec<i64>> = p.chunks.iter().map(|c| ids(&c.events)).collect();
+        assert_eq!(chunked, vec![vec![2, 3]]);
+    }
+
+    #[test]
     fn prepare_applies_the_byte_cap() {
         let mut big = ev(2, "big", 1);
         big.payload = Some(format!("{{\"x\":\"{}\"}}", "y".repeat(5000)));
-        let p = prepare(vec![ev(1, "a", 1), big, ev(3, "b", 1)], 100, 1000);
+        let p = prepare(vec![ev(1, "a", 1), big, ev(3, "b", 1)], &[], 100, 1000, None);
         assert!(p.early.is_empty());
         let chunked: Vec<Vec<i64>> = p.chunks.iter().map(|c| ids(&c.events)).collect();
         assert_eq!(chunked, vec![vec![1], vec![2], vec![3]]);
@@ -289,6 +336,7 @@ mod tests {
             Box::new(sink),
             Duration::from_millis(10),
             Duration::from_millis(100),
+            None,
         );
         (d, requests)
     }
@@ -299,7 +347,7 @@ mod tests {
             .enumerate()
             .map(|(i, d)| (ev(i as i64 + 1, d, 1), Op::Index))
             .collect();
-        let body = encode::encode_all(&events);
+        let body = encode::encode_all(&events, None);
         (events, body)
     }
 

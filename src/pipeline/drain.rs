@@ -17,6 +17,8 @@ use super::{Pipeline, dispatch, outcome};
 use crate::{
     backoff,
     bulk::encode::Chunk,
+    config::DeleteRecords,
+    deletes::{self, Recorded},
     event::{ClaimedEvent, Held},
     metrics as m,
     store::{self, db_error},
@@ -34,11 +36,15 @@ pub struct DrainReport {
 /// The claims and chunks of a drain that are not yet handed to a bulk slot.
 struct Queue {
     chunks: VecDeque<Chunk>,
-    /// Claims running ahead; always awaited, never dropped (their rows are leased).
-    ahead: VecDeque<JoinHandle<Option<Vec<ClaimedEvent>>>>,
+    /// Claims running ahead, each with its delete records' lookup; always awaited, never
+    /// dropped (their rows are leased).
+    ahead: VecDeque<JoinHandle<Option<Claimed>>>,
     /// A claim came back short: nothing more to claim in this drain.
     done: bool,
 }
+
+/// A claim, and the recorded deletes of its index events (None: the lookup failed).
+type Claimed = (Vec<ClaimedEvent>, Option<Vec<Recorded>>);
 
 /// Whether to start one more claim ahead, as a chunk is handed to a bulk slot: only once
 /// the chunks queued are gone, while claims may still find something, up to
@@ -96,18 +102,18 @@ impl Pipeline {
                 ) {
                     let next = self.clone();
                     q.ahead.push_back(tokio::spawn(async move {
-                        next.claim_with_retry(next.cfg.bulk_size).await
+                        next.claim_and_look_up(next.cfg.bulk_size).await
                     }));
                 }
                 return Some((c, q));
             }
             let limit = self.cfg.bulk_size;
-            let events = match q.ahead.pop_front() {
+            let (events, recorded) = match q.ahead.pop_front() {
                 Some(ahead) => ahead.await.unwrap_or(None),
                 None if q.done => return None,
                 None => {
                     self.wait_for_engine().await;
-                    self.claim_with_retry(limit).await
+                    self.claim_and_look_up(limit).await
                 }
             }?;
             if events.len() < limit {
@@ -118,7 +124,25 @@ impl Pipeline {
             }
             *claimed.lock().unwrap() += events.len();
             self.mark.clear();
-            let prepared = dispatch::prepare(events, self.cfg.bulk_size, self.cfg.bulk_max_bytes);
+            let Some(recorded) = recorded else {
+                // Sending without the lookup could bring a deleted document back: the
+                // events wait for the reclaimer, under their lease.
+                let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                tracing::error!(
+                    ?ids,
+                    "could not look up delete records; the reclaimer will return these events after their lease"
+                );
+                // Not written: none of their pieces can complete.
+                self.inflight.resolved(ids, false);
+                continue;
+            };
+            let prepared = dispatch::prepare(
+                events,
+                &recorded,
+                self.cfg.bulk_size,
+                self.cfg.bulk_max_bytes,
+                self.cfg.bulk_pipeline.as_deref(),
+            );
             self.resolve(prepared.early, "prepare").await;
             q.chunks.extend(prepared.chunks);
         }
@@ -140,6 +164,42 @@ impl Pipeline {
         self.resolve(decided, "bulk").await;
     }
 
+    /// A claim, then the lookup of its index events in the delete records, in the same task:
+    /// a claim running ahead looks up while the bulks of the previous one are in flight.
+    async fn claim_and_look_up(&self, limit: usize) -> Option<Claimed> {
+        let events = self.claim_with_retry(limit).await?;
+        let recorded = if events.is_empty() {
+            Some(Vec::new())
+        } else {
+            self.recorded_deletes(&events).await
+        };
+        Some((events, recorded))
+    }
+
+    /// The recorded deletes of a claim's index events: one query (none when the claim has
+    /// no index event, or OUTBOX_DELETE_RECORDS=off); transient errors retried a few times.
+    /// None: the lookup failed, and the claim must not be sent.
+    async fn recorded_deletes(&self, events: &[ClaimedEvent]) -> Option<Vec<Recorded>> {
+        if self.cfg.delete_records == DeleteRecords::Off {
+            return Some(Vec::new());
+        }
+        let keys = deletes::lookup_keys(events);
+        let mut delays =
+            backoff::in_process(Duration::from_millis(50), Duration::from_secs(2)).take(5);
+        loop {
+            match store::deletes::find(&self.pool, &self.cfg.projection, &keys).await {
+                Ok(found) => return Some(found),
+                Err(e) => {
+                    db_error("delete_records_find", &e);
+                    match delays.next() {
+                        Some(d) if e.is_transient() => tokio::time::sleep(d).await,
+                        _ => return None,
+                    }
+                }
+            }
+        }
+    }
+
     /// Claimed but unsent (shutdown): released with the attempt refunded.
     async fn release_unsent(&self, mut q: Queue) {
         let mut unsent: Vec<Held> = q
@@ -148,7 +208,7 @@ impl Pipeline {
             .flat_map(|c| c.events.into_iter().map(|(e, _)| e.held()))
             .collect();
         for ahead in q.ahead.drain(..) {
-            if let Ok(Some(events)) = ahead.await {
+            if let Ok(Some((events, _))) = ahead.await {
                 unsent.extend(events.iter().map(ClaimedEvent::held));
             }
         }

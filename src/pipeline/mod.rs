@@ -64,7 +64,12 @@ impl Pipeline {
             idle::mark_ttl(cfg.poll_interval),
         );
         Arc::new(Pipeline {
-            dispatch: Dispatcher::new(sink, cfg.base_backoff, cfg.max_backoff),
+            dispatch: Dispatcher::new(
+                sink,
+                cfg.base_backoff,
+                cfg.max_backoff,
+                cfg.bulk_pipeline.clone(),
+            ),
             backoff: EventBackoff::new(&cfg),
             cfg,
             pool,

@@ -10,6 +10,7 @@ use crate::{
     backoff::EventBackoff,
     bulk::classify::{AckKind, ItemOutcome},
     contract::ErrorReason,
+    deletes::DeleteRecord,
     event::ClaimedEvent,
     store::outcomes::{Fail, Outcomes, Retry},
 };
@@ -22,6 +23,10 @@ pub enum Decision {
     /// A newer version of the same document was in the same claim and decides the document:
     /// delete the event unsent.
     Superseded,
+    /// An index event at or below the version of a recorded delete of its document
+    /// (`deleted_version`): acked unsent, so a deleted document never comes back
+    /// (deletes.rs).
+    SupersededByDelete { deleted_version: i64 },
     /// Back to pending after `delay`. `counted`: the event's own failure, which uses up its
     /// attempt; otherwise a deferral (not the event's fault), which refunds it.
     Retry {
@@ -68,12 +73,19 @@ pub fn decide(
     }
 }
 
-/// The decisions of one chunk as the store writes them: one statement per kind.
-pub fn writes(decided: &[(ClaimedEvent, Decision)]) -> Outcomes {
+/// The decisions of one chunk as the store writes them: one statement per kind; with
+/// `record_deletes`, the record of each acked delete, written with the acks.
+pub fn writes(decided: &[(ClaimedEvent, Decision)], record_deletes: bool) -> Outcomes {
     let mut o = Outcomes::default();
     for (e, d) in decided {
         match d {
-            Decision::Ack(_) | Decision::Superseded => o.ack.push(e.held()),
+            Decision::Ack(_) => {
+                o.ack.push(e.held());
+                if record_deletes && let Some(r) = DeleteRecord::of(e) {
+                    o.deletes.push(r);
+                }
+            }
+            Decision::Superseded | Decision::SupersededByDelete { .. } => o.ack.push(e.held()),
             Decision::Retry {
                 delay,
                 reason,
@@ -282,14 +294,51 @@ mod tests {
                 },
             ),
             (event(4, 1, 0), Decision::invalid("empty doc_id".into())),
+            (
+                event(5, 1, 0),
+                Decision::SupersededByDelete { deleted_version: 9 },
+            ),
+            (
+                ClaimedEvent {
+                    op: "delete".into(),
+                    payload: None,
+                    routing: Some("r".into()),
+                    ..event(6, 1, 0)
+                },
+                Decision::Ack(AckKind::NotFound),
+            ),
+            (
+                ClaimedEvent {
+                    op: "delete".into(),
+                    payload: None,
+                    ..event(7, 1, 0)
+                },
+                Decision::Superseded,
+            ),
         ];
-        let o = writes(&decided);
+        let o = writes(&decided, true);
         let held = |id, attempts| Held {
             id,
             attempts,
             piece: None,
         };
-        assert_eq!(o.ack, vec![held(1, 1), held(2, 3)]);
+        assert_eq!(
+            o.ack,
+            vec![held(1, 1), held(2, 3), held(5, 1), held(6, 1), held(7, 1)]
+        );
+        // The delete acked by the engine (here: not_found) is recorded with its routing;
+        // a delete superseded in its claim is not (a newer event decides the document).
+        assert_eq!(
+            o.deletes,
+            vec![DeleteRecord {
+                index_name: "idx".into(),
+                doc_id: "6".into(),
+                routing: Some("r".into()),
+                version: 1,
+                event_id: 6,
+            }]
+        );
+        assert!(writes(&decided, false).deletes.is_empty());
         assert_eq!(o.retry.len(), 1);
         let r = &o.retry[0];
         assert_eq!((r.event, r.counted), (held(3, 2), false));
@@ -303,6 +352,6 @@ mod tests {
                 error: "empty doc_id".into()
             }]
         );
-        assert!(writes(&[]).is_empty());
+        assert!(writes(&[], true).is_empty());
     }
 }

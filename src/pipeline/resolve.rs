@@ -16,6 +16,7 @@ use super::{
 use crate::{
     backoff,
     bulk::classify::AckKind,
+    config::DeleteRecords,
     contract::ErrorReason,
     event::{ClaimedEvent, Held},
     metrics as m,
@@ -36,7 +37,10 @@ impl Pipeline {
         if decided.is_empty() {
             return;
         }
-        let writes = outcome::writes(&decided);
+        let writes = outcome::writes(
+            &decided,
+            self.cfg.delete_records == DeleteRecords::On,
+        );
         let mut delays =
             backoff::in_process(Duration::from_millis(50), Duration::from_secs(2)).take(5);
         let applied = loop {
@@ -44,6 +48,7 @@ impl Pipeline {
                 &self.pool,
                 &self.cfg.worker_id,
                 self.cfg.max_attempts,
+                &self.cfg.projection,
                 &writes,
             )
             .await
@@ -128,6 +133,7 @@ fn count_decided(decided: &[(ClaimedEvent, Decision)]) {
         .unwrap_or_default()
         .as_secs_f64();
     let mut superseded = 0u64;
+    let mut by_delete: Vec<(i64, i64)> = Vec::new();
     for (e, d) in decided {
         match d {
             Decision::Ack(kind) => {
@@ -140,11 +146,25 @@ fn count_decided(decided: &[(ClaimedEvent, Decision)]) {
                 metrics::histogram!(m::END_TO_END_SECONDS).record((now - e.created_epoch).max(0.0));
             }
             Decision::Superseded => superseded += 1,
+            Decision::SupersededByDelete { deleted_version } => {
+                by_delete.push((e.id, *deleted_version));
+            }
             Decision::Retry { .. } | Decision::Fail { .. } => {}
         }
     }
     if superseded > 0 {
         metrics::counter!(m::SUPERSEDED_TOTAL).increment(superseded);
+    }
+    if !by_delete.is_empty() {
+        metrics::counter!(m::ACKED_TOTAL, "kind" => "superseded_by_delete")
+            .increment(by_delete.len() as u64);
+        // Each one is a late, older index event that would have brought a deleted
+        // document back: worth a line (runbook §7.8).
+        info!(
+            count = by_delete.len(),
+            ids_and_deleted_versions = ?by_delete,
+            "index events older than a recorded delete acked unsent (superseded_by_delete)"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the running worker reads and writes in the outbox's tables: the claim and the idle
-//! probes (claim.rs), the outcomes and the release (outcomes.rs), the reclaim of stuck
+//! probes (claim.rs), the outcomes and the release (outcomes.rs), the delete records
+//! (deletes.rs), the reclaim of stuck
 //! events (reclaim.rs), the log's slots (slots.rs), and the waiting mark of the adaptive trigger (waiting.rs). One
 //! statement per operation, each in `sql/`, each guarded by the state and lease it expects.
 
@@ -8,6 +9,7 @@ use tracing::warn;
 use crate::{db::DbError, metrics as m};
 
 pub mod claim;
+pub mod deletes;
 pub mod outcomes;
 pub mod reclaim;
 pub mod slots;

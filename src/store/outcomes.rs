@@ -6,14 +6,16 @@
 //! piece's events are resolved (`complete_pieces`). A write that matches no row is a late
 //! ack from a lease that was reclaimed: counted and logged, not an error.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
 use crate::{
     contract::{ErrorReason, Status},
     db::DbError,
+    deletes::DeleteRecord,
     event::Held,
     sql,
+    store::deletes,
 };
 
 /// One event going back to pending.
@@ -41,12 +43,17 @@ pub struct Outcomes {
     pub ack: Vec<Held>,
     pub retry: Vec<Retry>,
     pub fail: Vec<Fail>,
+    /// Records of the acked deletes among `ack`: written in the acks' transaction.
+    pub deletes: Vec<DeleteRecord>,
 }
 
 impl Outcomes {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.ack.is_empty() && self.retry.is_empty() && self.fail.is_empty()
+        self.ack.is_empty()
+            && self.retry.is_empty()
+            && self.fail.is_empty()
+            && self.deletes.is_empty()
     }
 }
 
@@ -111,13 +118,33 @@ fn by_source<'a, T>(
     .collect()
 }
 
+/// Write a chunk's outcomes. With delete records, in one transaction: the records first,
+/// then the acks, so no delete leaves the outbox without its record (a log event's ack is
+/// its piece's completion, which comes after this commits).
 pub async fn apply(
     pool: &Pool,
     owner: &str,
     max_attempts: i32,
+    projection: &str,
     o: &Outcomes,
 ) -> Result<Applied, DbError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    if o.deletes.is_empty() {
+        return apply_on(&client, owner, max_attempts, o).await;
+    }
+    let tx = client.transaction().await?;
+    deletes::write(&tx, projection, &o.deletes).await?;
+    let applied = apply_on(&tx, owner, max_attempts, o).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+async fn apply_on(
+    client: &impl GenericClient,
+    owner: &str,
+    max_attempts: i32,
+    o: &Outcomes,
+) -> Result<Applied, DbError> {
     let mut applied = Applied::default();
     // No statement for the log's acks: they write nothing.
     for (source, statement, part) in by_source(&o.ack, |h| h, [sql::ACK, ""]) {

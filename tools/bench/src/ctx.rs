@@ -101,7 +101,9 @@ impl Ctx {
         let _ = drop_schema(&self.db_url, &schema.name).await;
     }
 
-    /// Remove what earlier (crashed) runs left behind: schemas and indexes named `obench_*`.
+    /// Remove what earlier (crashed) runs left behind: schemas and indexes named `obench_*`
+    /// of bench processes that are gone. Those of a bench still running (another one on this
+    /// shared machine) are its own: dropping them under it fails its runs (or deadlocks).
     pub async fn cleanup_leftovers(&self) -> anyhow::Result<()> {
         let admin = self.admin().await?;
         let rows = admin
@@ -111,13 +113,23 @@ impl Ctx {
             )
             .await?;
         for r in rows {
-            drop_schema(&self.db_url, r.get(0)).await?;
+            let name: String = r.get(0);
+            if left_behind(&name) {
+                drop_schema(&self.db_url, &name).await?;
+            }
         }
-        let _ = self
+        let listed = self
             .http
-            .delete(self.es(&format!("{PREFIX}_*"))?)
+            .get(self.es(&format!("_cat/indices/{PREFIX}_*?h=index"))?)
             .send()
             .await;
+        if let Ok(resp) = listed
+            && let Ok(text) = resp.text().await
+        {
+            for index in text.lines().map(str::trim).filter(|i| left_behind(i)) {
+                let _ = self.http.delete(self.es(index)?).send().await;
+            }
+        }
         Ok(())
     }
 
@@ -204,4 +216,17 @@ pub fn with_pg_options(url: &str, options: &str) -> String {
         url.push_str(&word.replace('=', "%3D"));
     }
     url
+}
+
+/// Whether `obench_<pid>_...` names a bench process that is no longer running.
+fn left_behind(name: &str) -> bool {
+    let pid = name
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    match pid {
+        Some(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
 }

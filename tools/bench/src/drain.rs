@@ -149,7 +149,12 @@ pub async fn worker_drain(ctx: &Ctx, spec: &Spec, n: usize) -> anyhow::Result<Ru
     result
 }
 
-async fn worker_drain_in(ctx: &Ctx, schema: &Schema, spec: &Spec, n: usize) -> anyhow::Result<Run> {
+pub async fn worker_drain_in(
+    ctx: &Ctx,
+    schema: &Schema,
+    spec: &Spec,
+    n: usize,
+) -> anyhow::Result<Run> {
     let index = &schema.name;
     if !spec.null_sink {
         ctx.create_index(index).await?;
@@ -288,6 +293,7 @@ fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize)
                 op: Op::Index.as_str().into(),
                 payload: Some(doc.clone()),
                 version: id,
+                routing: None,
                 attempts: 1,
                 deferrals: 0,
                 created_epoch: 0.0,
@@ -296,7 +302,7 @@ fn bulk_bodies(index: &str, docs: &[String], bulk_size: usize, max_bytes: usize)
             (event, Op::Index)
         })
         .collect();
-    encode::chunk(events, bulk_size, max_bytes)
+    encode::chunk(events, bulk_size, max_bytes, None)
         .into_iter()
         .map(|c| c.body)
         .collect()

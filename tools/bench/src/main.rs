@@ -12,6 +12,8 @@
 //! 6. a sweep of bulk size x concurrency (sweep.rs)
 //! 7. drain and latency under a held snapshot vs without it (held.rs)
 //! 8. drain with gzip request bodies vs plain, and the bytes each sends (compression.rs)
+//! 9. the price of the delete records' lookup: the null-sink drain with it vs without it
+//!    (deletes.rs)
 //!
 //! It starts and stops worker processes of the real binary (worker.rs), each in a fresh
 //! schema of the bench database, writes `target/bench/report.json` and `report.svg`, and
@@ -19,6 +21,7 @@
 
 mod compression;
 mod ctx;
+mod deletes;
 mod drain;
 mod held;
 mod latency;
@@ -53,6 +56,7 @@ enum Scenario {
     Sweep,
     Held,
     Compression,
+    Deletes,
 }
 
 #[derive(Parser, Debug)]
@@ -118,6 +122,8 @@ struct Params {
     pairs: usize,
     drain_events: usize,
     null_sink_events: usize,
+    /// Events per arm of the delete records' lookup figure (null sink).
+    deletes_events: usize,
     latency_rates: Vec<f64>,
     latency_seconds: f64,
     latency_warmup_seconds: f64,
@@ -153,6 +159,7 @@ impl Params {
                 pairs: 2,
                 drain_events: 20_000,
                 null_sink_events: 30_000,
+                deletes_events: 100_000,
                 latency_rates: vec![200.0, 1000.0, 5000.0],
                 latency_seconds: 5.0,
                 latency_warmup_seconds: 1.0,
@@ -182,6 +189,7 @@ impl Params {
                 pairs: 5,
                 drain_events: 50_000,
                 null_sink_events: 60_000,
+                deletes_events: 300_000,
                 latency_rates: vec![200.0, 1000.0, 5000.0],
                 latency_seconds: 15.0,
                 latency_warmup_seconds: 2.0,
@@ -322,6 +330,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         poll_interval_seconds: None,
         debounce_ms: args.debounce_ms,
         compression: None,
+        delete_records: true,
     };
     let wanted = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
 
@@ -415,6 +424,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "compression",
             t,
             compression_figure(&ctx, &params, &base, &rep).await,
+        );
+    }
+    if wanted(Scenario::Deletes) {
+        let t = Instant::now();
+        record(
+            "deletes",
+            t,
+            deletes_figure(&ctx, &params, &base, &rep).await,
         );
     }
     let mut report = rep.into_inner();
@@ -562,6 +579,80 @@ async fn compression_figure(
         "compression",
         json!({ "events": n, "bulk_size": p.bulk_size, "concurrency": p.concurrency, "pairs": pairs }),
     );
+    Ok(())
+}
+
+/// Figure 8: the drain with the delete records' lookup vs without it, every document of the
+/// backlog having a record (deletes.rs); into the null sink, then into the engine.
+async fn deletes_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> anyhow::Result<()> {
+    let mut details = Map::new();
+    for (null_sink, n, key) in [
+        (true, p.deletes_events, "delete_record_drain_ratio"),
+        (false, p.drain_events, "delete_record_drain_ratio_engine"),
+    ] {
+        let sink = if null_sink { "null" } else { "engine" };
+        let mut pairs = Vec::new();
+        let (mut ratios, mut on_eps, mut off_eps) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..p.pairs {
+            // With the lookup first, then without; the next pair the other way round.
+            let order = if i % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            let mut got: [Option<Run>; 2] = [None, None];
+            for lookup in order {
+                let what = format!(
+                    "{sink} drain {} the delete lookup",
+                    if lookup { "with" } else { "without" }
+                );
+                let run = twice(&what, || {
+                    deletes::drain_arm(ctx, base, n, lookup, null_sink)
+                })
+                .await?;
+                if let Some(u) = &run.worker {
+                    rep.borrow_mut().rss.push(("deletes", u.peak_rss_mib));
+                }
+                got[usize::from(lookup)] = Some(run);
+            }
+            let [Some(off), Some(on)] = got else {
+                unreachable!("both arms ran")
+            };
+            let ratio = on.events_per_s / off.events_per_s;
+            progress(&format!(
+                "deletes ({sink} sink) pair {}/{}: with the lookup {:.0} ev/s, without {:.0} ev/s, ratio {ratio:.3}",
+                i + 1,
+                p.pairs,
+                on.events_per_s,
+                off.events_per_s
+            ));
+            ratios.push(ratio);
+            on_eps.push(on.events_per_s);
+            off_eps.push(off.events_per_s);
+            pairs.push(json!({ "pair": i, "lookup_first": i % 2 == 0, "ratio": round3(ratio), "with_lookup": on, "without_lookup": off }));
+        }
+        let mut rep = rep.borrow_mut();
+        rep.spread(key, Spread::of(&ratios));
+        rep.set(
+            &format!("{key}_events_per_s_with_lookup"),
+            stats::median(&on_eps).map(f64::round),
+        );
+        rep.set(
+            &format!("{key}_events_per_s_without_lookup"),
+            stats::median(&off_eps).map(f64::round),
+        );
+        details.insert(
+            sink.to_string(),
+            json!({ "events": n, "records": n, "pairs": pairs }),
+        );
+    }
+    details.insert(
+        "records_match".into(),
+        json!("every document of the backlog has a record at version 0: each lookup finds all of them, supersedes none"),
+    );
+    details.insert("bulk_size".into(), json!(p.bulk_size));
+    details.insert("concurrency".into(), json!(p.concurrency));
+    rep.borrow_mut().set("deletes", Value::Object(details));
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub struct Spec {
     pub debounce_ms: u64,
     /// OUTBOX_BULK_COMPRESSION (None: the worker's default).
     pub compression: Option<&'static str>,
+    /// OUTBOX_DELETE_RECORDS: record acked deletes and look index events up (the default).
+    pub delete_records: bool,
 }
 
 impl Spec {
@@ -44,6 +46,9 @@ impl Spec {
             // Warnings only: a log line per batch would cost the worker what we measure.
             ("OUTBOX_LOG_LEVEL", "warn".to_string()),
         ];
+        if !self.delete_records {
+            env.push(("OUTBOX_DELETE_RECORDS", "off".to_string()));
+        }
         if self.debounce_ms > 0 {
             env.push(("OUTBOX_DEBOUNCE_MS", self.debounce_ms.to_string()));
         }
