@@ -47,6 +47,8 @@ GRANT SELECT ON outbox_events, outbox_cursors, outbox_pieces, outbox_piece_ends,
 GRANT SELECT ON outbox_log_pending, outbox_event_states, outbox_open_pieces,
                 outbox_cursor_positions TO :"console";
 GRANT SELECT ON outbox_waiting_workers, outbox_replay_audit TO :"console";
+-- The replay preview names the events a delete record would supersede.
+GRANT SELECT ON outbox_delete_records TO :"console";
 GRANT pg_read_all_stats TO :"console";
 -- A console started with OUTBOX_CONSOLE_WRITE_TOKEN: the same reads, plus what a replay
 -- writes (failed -> pending in outbox_exceptions, the audit row). Nothing else.
