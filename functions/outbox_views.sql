@@ -29,12 +29,20 @@ WHERE NOT EXISTS (SELECT 1 FROM outbox_piece_ends AS e WHERE e.piece_id = p.piec
 -- reads this every few seconds: neither branch may read the whole log.
 CREATE OR REPLACE VIEW outbox_log_pending AS
 SELECT l.*
-FROM outbox_events AS l
-JOIN outbox_cursor_positions AS c USING (projection)
-WHERE l.txid >= pg_snapshot_xmin(c.window_lo)
-  AND NOT pg_visible_in_snapshot(l.txid, c.window_lo)
-  AND NOT (pg_visible_in_snapshot(l.txid, c.window_hi)
-           AND (c.exhausted OR (l.txid, l.id) <= (c.after_txid, c.after_id)))
+FROM outbox_cursor_positions AS c
+-- LATERAL with OFFSET 0 (which keeps the planner from flattening it into a join): each
+-- cursor bounds an index range of the log. A plain join with the cursor view was planned
+-- as a hash join over the whole log: 200 ms per sample at 87,000 events.
+CROSS JOIN LATERAL (
+    SELECT e.*
+    FROM outbox_events AS e
+    WHERE e.projection = c.projection
+      AND e.txid >= pg_snapshot_xmin(c.window_lo)
+      AND NOT pg_visible_in_snapshot(e.txid, c.window_lo)
+      AND NOT (pg_visible_in_snapshot(e.txid, c.window_hi)
+               AND (c.exhausted OR (e.txid, e.id) <= (c.after_txid, c.after_id)))
+    OFFSET 0
+) AS l
 UNION ALL
 SELECT l.*
 FROM (

@@ -455,6 +455,8 @@ async fn pool_connections_session_options_keep_url_options() {
         .unwrap()
         .get(0);
     assert_eq!(sync, "off");
+    let jit: String = c.query_one("SHOW jit", &[]).await.unwrap().get(0);
+    assert_eq!(jit, "off");
     let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert!(
         path.contains(&s.name),
