@@ -339,6 +339,175 @@ async fn bad_input_gets_a_clear_4xx() {
     }
 }
 
+/// A document's lookup: its delete record (version, routing, the delete event, the prune)
+/// and its events still in the outbox, each index event with the worker's verdict; 400
+/// naming the missing field, 404 for a document nothing is known of.
+#[tokio::test]
+async fn a_document_lookup_shows_why_an_index_event_is_superseded() {
+    let s = TestSchema::new("consoledoc", NotifyMode::Adaptive).await;
+    let index = harness::unique("cdoc");
+    let c = s.client().await;
+    // Deleted at version 5 an hour ago (retention two hours); a failed index event at 3
+    // (superseded if replayed), a failed one at 7 (newer: sent), a pending one at 5 (the
+    // delete's own version: superseded when claimed), and one of another projection,
+    // which has no record (sent).
+    c.execute(
+        "INSERT INTO outbox_delete_records
+             (projection, index_name, doc_id, routing, doc_version, event_id, deleted_at)
+         VALUES ('search_index_to_elastic', $1, 'gone', 'r1', 5, 77, now() - interval '1 hour')",
+        &[&index],
+    )
+    .await
+    .unwrap();
+    let mut failed = Vec::new();
+    for version in [3_i64, 7] {
+        let r = c
+            .query_one(
+                "INSERT INTO outbox_exceptions (id, projection, index_name, doc_id, op, payload,
+                     doc_version, status, attempts, error_reason, error, created_at, failed_at)
+                 VALUES (nextval('outbox_events_id_seq'), 'search_index_to_elastic', $1, 'gone',
+                     'index', '{}', $2, 'failed', 1, 'mapper_parsing_exception', 'x', now(), now())
+                 RETURNING id",
+                &[&index, &version],
+            )
+            .await
+            .unwrap();
+        failed.push(r.get::<_, i64>(0));
+    }
+    let pending: i64 = c
+        .query_one(
+            "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
+             VALUES ($1, 'gone', 'index', '{}', 5) RETURNING id",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let other: i64 = c
+        .query_one(
+            "INSERT INTO outbox_events (projection, index_name, doc_id, op, payload, doc_version)
+             VALUES ('reporting', $1, 'gone', 'index', '{}', 2) RETURNING id",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let cfg = s.config(&[
+        ("console_token", READ),
+        ("delete_record_retention_seconds", "7200"),
+    ]);
+    let url = serve(&cfg).await;
+    let h = http();
+    let get = |path: String| h.get(format!("{url}{path}")).bearer_auth(READ).send();
+
+    let r = get(format!("/documents?index={index}&doc_id=gone"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    let records = body.split(r#"id="delete-records""#).nth(1).expect(&body);
+    let records = &records[..records.find("</table>").unwrap()];
+    assert!(
+        records.contains(r#"<td class="n" data-col="version">5</td>"#)
+            && records.contains("<td>r1</td>")
+            && records.contains(r#"<td class="n">77</td>"#),
+        "{records}"
+    );
+    // An hour left of two; the database's clock, so allow the minute the test takes.
+    assert!(
+        records.contains("kept for 59 min") || records.contains("kept for 1 h 0 min"),
+        "{records}"
+    );
+    let verdict = |id: i64| {
+        let row = body
+            .split(&format!(r#"<tr data-event="{id}" "#))
+            .nth(1)
+            .unwrap_or_else(|| panic!("event {id} listed: {body}"));
+        row[..row.find("</tr>").unwrap()].to_string()
+    };
+    let v = verdict(failed[0]);
+    assert!(v.starts_with(r#"data-verdict="superseded""#), "{v}");
+    assert!(
+        v.contains("its version 3 is at most the version deleted, 5") && v.contains("if replayed"),
+        "{v}"
+    );
+    let v = verdict(failed[1]);
+    assert!(
+        v.starts_with(r#"data-verdict="sent""#) && v.contains("newer"),
+        "{v}"
+    );
+    let v = verdict(pending);
+    assert!(
+        v.starts_with(r#"data-verdict="superseded""#) && v.contains("when a worker claims it"),
+        "{v}"
+    );
+    let v = verdict(other);
+    assert!(
+        v.starts_with(r#"data-verdict="sent""#)
+            && v.contains("no delete of this document is recorded for projection reporting"),
+        "{v}"
+    );
+
+    // One projection: only its record and events.
+    let body = get(format!(
+        "/documents?index={index}&doc_id=gone&projection=reporting"
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(body.contains(r#"id="no-record""#), "{body}");
+    assert!(body.contains(&format!(r#"data-event="{other}""#)));
+    assert!(!body.contains(&format!(r#"data-event="{pending}""#)));
+
+    // The event page links to the lookup; the overview has the form.
+    let ev = get(format!("/events/{}", failed[0]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let link =
+        format!("/documents?index={index}&amp;doc_id=gone&amp;projection=search_index_to_elastic");
+    assert!(ev.contains(&link), "{ev}");
+    let overview = get("/".into()).await.unwrap().text().await.unwrap();
+    assert!(overview.contains(r#"id="document-lookup""#));
+
+    for (path, status, says) in [
+        (
+            "/documents?doc_id=gone".to_string(),
+            StatusCode::BAD_REQUEST,
+            "index: required",
+        ),
+        (
+            format!("/documents?index={index}"),
+            StatusCode::BAD_REQUEST,
+            "doc_id: required",
+        ),
+        (
+            format!("/documents?index={index}&doc_id=a%00b"),
+            StatusCode::BAD_REQUEST,
+            "doc_id: holds control characters",
+        ),
+        (
+            format!("/documents?index={index}&doc_id=never"),
+            StatusCode::NOT_FOUND,
+            "No delete record and no event",
+        ),
+        (
+            "/documents".to_string(),
+            StatusCode::OK,
+            r#"id="document-lookup""#,
+        ),
+    ] {
+        let r = get(path.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(says), "{path}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn without_a_write_token_the_console_is_read_only() {
     let s = TestSchema::new("consolero", NotifyMode::Adaptive).await;
@@ -739,7 +908,13 @@ async fn an_unreachable_database_is_a_503() {
     )])
     .unwrap();
     let url = serve(&cfg).await;
-    for path in ["/", "/failed", "/events/1", "/audit"] {
+    for path in [
+        "/",
+        "/failed",
+        "/events/1",
+        "/audit",
+        "/documents?index=i&doc_id=d",
+    ] {
         let r = http().get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
         let body = r.text().await.unwrap();
