@@ -2,7 +2,8 @@
 //! through the binary, the 4xx answers and the security rules through the routes served
 //! in-process, and the whole console in a real browser (Debian's headless Chromium driven
 //! by Playwright, tests/browser/console_test.py): counts against SQL, auth and CSRF
-//! refusals, a replay from the page, the audit row, then a worker delivering the events.
+//! refusals, a deleted document's lookup, a replay from the page, the audit row, then a
+//! worker delivering the events.
 
 use outbox_harness as harness;
 
@@ -719,6 +720,14 @@ async fn the_console_in_a_real_browser() {
         .await[0];
     s.insert(&[NewEvent::index(i, "ok", json!({"n": 1}))]).await;
     s.wait_drained(Duration::from_secs(30)).await;
+    // A deleted document: the worker records the delete (at its id, the version), then
+    // acks an older index event of it as superseded, unsent; an older failed one stays
+    // for the document lookup's verdict ("superseded if replayed").
+    let deleted = s.insert(&[NewEvent::delete(i, "ok")]).await[0];
+    s.wait_drained(Duration::from_secs(30)).await;
+    s.insert(&[NewEvent::index(i, "ok", json!({"n": 2})).version(1)])
+        .await;
+    s.wait_drained(Duration::from_secs(30)).await;
     // Then what no running worker touches: pending events of another projection, and a
     // processing event whose lease expired (stuck).
     let c = s.client().await;
@@ -742,6 +751,28 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
+    let recorded: i64 = c
+        .query_one(
+            "SELECT doc_version FROM outbox_delete_records WHERE index_name = $1 AND doc_id = 'ok'",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, deleted, "the delete is recorded at its version");
+    let superseded_failed: i64 = c
+        .query_one(
+            "INSERT INTO outbox_exceptions (id, projection, index_name, doc_id, op, payload,
+                 doc_version, status, attempts, error_reason, error, created_at, failed_at)
+             VALUES (nextval('outbox_events_id_seq'), 'search_index_to_elastic', $1, 'ok',
+                 'index', '{\"n\": 3}', 2, 'failed', 1, 'illegal_argument_exception', 'x',
+                 now(), now())
+             RETURNING id",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let reason: String = c
         .query_one(
             "SELECT error_reason FROM outbox_exceptions WHERE id = $1",
@@ -806,8 +837,10 @@ async fn the_console_in_a_real_browser() {
         "replay_ids": conflicting,
         "replay_count": conflicting.len(),
         "markup_event": markup,
+        "deleted": {"index": index, "doc_id": "ok", "version": deleted,
+                    "superseded_event": superseded_failed},
     });
-    assert_eq!(expect["states"]["failed"], 4, "{expect}");
+    assert_eq!(expect["states"]["failed"], 5, "{expect}");
     assert_eq!(expect["states"]["stuck"], 1, "{expect}");
     let dir = root().join("target/console-test");
     std::fs::create_dir_all(&dir).unwrap();
@@ -876,7 +909,11 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(row["event_count"], 3);
     assert_eq!(row["event_ids"], json!(conflicting));
     assert_eq!(row["filter"]["error_reason"], reason.as_str());
-    assert_eq!(s.count("failed").await, 1, "the invalid event stays failed");
+    assert_eq!(
+        s.count("failed").await,
+        2,
+        "the invalid event and the superseded one stay failed"
+    );
 
     // The running worker delivers the replayed events; the invalid one stays failed.
     let start = std::time::Instant::now();
@@ -894,7 +931,7 @@ async fn the_console_in_a_real_browser() {
         };
         assert_eq!(source["n"], *n);
     }
-    assert_eq!(s.count("failed").await, 1);
+    assert_eq!(s.count("failed").await, 2);
     worker.stop(Duration::from_secs(10)).await.unwrap();
 }
 
