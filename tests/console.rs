@@ -888,11 +888,14 @@ async fn the_console_in_a_real_browser() {
     )
     .unwrap();
     assert_eq!(report["replayed"], 3);
-    let png = std::fs::read(&screenshot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "a screenshot"
-    );
+    for shot in [screenshot.clone(), dir.join("console-document.png")] {
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "a screenshot: {}",
+            shot.display()
+        );
+    }
 
     // The audit row is the CLI's: the same table, the same columns, read by `audit`.
     let audit = harness::worker_command()

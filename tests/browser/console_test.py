@@ -8,6 +8,8 @@ without a reason, the confirm, the audit page). It prints one JSON line for the 
 side: the audit id and the number of events replayed.
 
     python console_test.py URL READ_TOKEN WRITE_TOKEN EXPECT.json SCREENSHOT.png
+
+It also takes the document lookup's screenshot, beside it as SCREENSHOT-document.png.
 """
 
 import json
@@ -107,6 +109,7 @@ with sync_playwright() as p:
     why = text(row, "td:last-child")
     check(f"at most the version deleted, {d['version']}" in why and "if replayed" in why, why)
     check(int(text(page, "#superseded-acks")) >= 1, "the worker acked the late older event as superseded")
+    page.screenshot(path=screenshot.removesuffix(".png") + "-document.png", full_page=True)
     with page.expect_navigation():
         page.click(f'#document-events tr[data-event="{d["superseded_event"]}"] a')
     check(page.locator("#ev-document").count() == 1, "the event page links back to the lookup")
