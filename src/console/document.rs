@@ -118,6 +118,11 @@ impl Verdict {
 
 /// Why, in words, for an event in `status` (pending, processing, failed) of `projection`.
 pub fn explain(v: Verdict, status: &str, projection: &str) -> String {
+    let sent = if status == "failed" {
+        "if replayed, it is sent"
+    } else {
+        "it is sent"
+    };
     match v {
         Verdict::Superseded { version, deleted } => {
             let when = match status {
@@ -130,10 +135,10 @@ pub fn explain(v: Verdict, status: &str, projection: &str) -> String {
             )
         }
         Verdict::Newer { version, deleted } => format!(
-            "Not superseded: its version {version} is newer than the version deleted, {deleted}: it is sent and the document is indexed again (created after the delete)."
+            "Not superseded: its version {version} is newer than the version deleted, {deleted}: {sent} and the document is indexed again (created after the delete)."
         ),
         Verdict::NoRecord => format!(
-            "Not superseded: no delete of this document is recorded for projection {projection} (never deleted, or the record was pruned after the retention): it is sent, and the engine's external version refuses it if the index holds this version or a newer one."
+            "Not superseded: no delete of this document is recorded for projection {projection} (never deleted, or the record was pruned after the retention): {sent}, and the engine's external version refuses it if the index holds this version or a newer one."
         ),
         Verdict::Delete => "A delete: never superseded by a record. It is sent (the engine's external version settles an older delete), and its ack writes the record, or raises it to this version.".into(),
         Verdict::Invalid => "Neither index nor delete: the worker fails it as invalid before it looks records up.".into(),
@@ -385,6 +390,7 @@ mod tests {
         assert!(explain(sup, "pending", "p").contains("when a worker claims it"));
         assert!(explain(verdict("index", 4, Some(3)), "pending", "p").contains("newer"));
         assert!(explain(Verdict::NoRecord, "pending", "p").contains("no delete"));
+        assert!(explain(Verdict::NoRecord, "failed", "p").contains("if replayed, it is sent"));
     }
 
     #[test]
