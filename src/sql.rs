@@ -42,3 +42,5 @@ pub const CONSOLE_WORKERS: &str = include_str!("../sql/console_workers.sql");
 pub const CONSOLE_XMIN_HOLDERS: &str = include_str!("../sql/console_xmin_holders.sql");
 pub const CONSOLE_EVENT: &str = include_str!("../sql/console_event.sql");
 pub const CONSOLE_EVENT_AUDIT: &str = include_str!("../sql/console_event_audit.sql");
+pub const CONSOLE_DOCUMENT_RECORDS: &str = include_str!("../sql/console_document_records.sql");
+pub const CONSOLE_DOCUMENT_EVENTS: &str = include_str!("../sql/console_document_events.sql");

@@ -2,7 +2,8 @@
 //! through the binary, the 4xx answers and the security rules through the routes served
 //! in-process, and the whole console in a real browser (Debian's headless Chromium driven
 //! by Playwright, tests/browser/console_test.py): counts against SQL, auth and CSRF
-//! refusals, a replay from the page, the audit row, then a worker delivering the events.
+//! refusals, a deleted document's lookup, a replay from the page, the audit row, then a
+//! worker delivering the events.
 
 use outbox_harness as harness;
 
@@ -339,6 +340,175 @@ async fn bad_input_gets_a_clear_4xx() {
     }
 }
 
+/// A document's lookup: its delete record (version, routing, the delete event, the prune)
+/// and its events still in the outbox, each index event with the worker's verdict; 400
+/// naming the missing field, 404 for a document nothing is known of.
+#[tokio::test]
+async fn a_document_lookup_shows_why_an_index_event_is_superseded() {
+    let s = TestSchema::new("consoledoc", NotifyMode::Adaptive).await;
+    let index = harness::unique("cdoc");
+    let c = s.client().await;
+    // Deleted at version 5 an hour ago (retention two hours); a failed index event at 3
+    // (superseded if replayed), a failed one at 7 (newer: sent), a pending one at 5 (the
+    // delete's own version: superseded when claimed), and one of another projection,
+    // which has no record (sent).
+    c.execute(
+        "INSERT INTO outbox_delete_records
+             (projection, index_name, doc_id, routing, doc_version, event_id, deleted_at)
+         VALUES ('search_index_to_elastic', $1, 'gone', 'r1', 5, 77, now() - interval '1 hour')",
+        &[&index],
+    )
+    .await
+    .unwrap();
+    let mut failed = Vec::new();
+    for version in [3_i64, 7] {
+        let r = c
+            .query_one(
+                "INSERT INTO outbox_exceptions (id, projection, index_name, doc_id, op, payload,
+                     doc_version, status, attempts, error_reason, error, created_at, failed_at)
+                 VALUES (nextval('outbox_events_id_seq'), 'search_index_to_elastic', $1, 'gone',
+                     'index', '{}', $2, 'failed', 1, 'mapper_parsing_exception', 'x', now(), now())
+                 RETURNING id",
+                &[&index, &version],
+            )
+            .await
+            .unwrap();
+        failed.push(r.get::<_, i64>(0));
+    }
+    let pending: i64 = c
+        .query_one(
+            "INSERT INTO outbox_events (index_name, doc_id, op, payload, doc_version)
+             VALUES ($1, 'gone', 'index', '{}', 5) RETURNING id",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let other: i64 = c
+        .query_one(
+            "INSERT INTO outbox_events (projection, index_name, doc_id, op, payload, doc_version)
+             VALUES ('reporting', $1, 'gone', 'index', '{}', 2) RETURNING id",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let cfg = s.config(&[
+        ("console_token", READ),
+        ("delete_record_retention_seconds", "7200"),
+    ]);
+    let url = serve(&cfg).await;
+    let h = http();
+    let get = |path: String| h.get(format!("{url}{path}")).bearer_auth(READ).send();
+
+    let r = get(format!("/documents?index={index}&doc_id=gone"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    let records = body.split(r#"id="delete-records""#).nth(1).expect(&body);
+    let records = &records[..records.find("</table>").unwrap()];
+    assert!(
+        records.contains(r#"<td class="n" data-col="version">5</td>"#)
+            && records.contains("<td>r1</td>")
+            && records.contains(r#"<td class="n">77</td>"#),
+        "{records}"
+    );
+    // An hour left of two; the database's clock, so allow the minute the test takes.
+    assert!(
+        records.contains("kept for 59 min") || records.contains("kept for 1 h 0 min"),
+        "{records}"
+    );
+    let verdict = |id: i64| {
+        let row = body
+            .split(&format!(r#"<tr data-event="{id}" "#))
+            .nth(1)
+            .unwrap_or_else(|| panic!("event {id} listed: {body}"));
+        row[..row.find("</tr>").unwrap()].to_string()
+    };
+    let v = verdict(failed[0]);
+    assert!(v.starts_with(r#"data-verdict="superseded""#), "{v}");
+    assert!(
+        v.contains("its version 3 is at most the version deleted, 5") && v.contains("if replayed"),
+        "{v}"
+    );
+    let v = verdict(failed[1]);
+    assert!(
+        v.starts_with(r#"data-verdict="sent""#) && v.contains("newer"),
+        "{v}"
+    );
+    let v = verdict(pending);
+    assert!(
+        v.starts_with(r#"data-verdict="superseded""#) && v.contains("when a worker claims it"),
+        "{v}"
+    );
+    let v = verdict(other);
+    assert!(
+        v.starts_with(r#"data-verdict="sent""#)
+            && v.contains("no delete of this document is recorded for projection reporting"),
+        "{v}"
+    );
+
+    // One projection: only its record and events.
+    let body = get(format!(
+        "/documents?index={index}&doc_id=gone&projection=reporting"
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(body.contains(r#"id="no-record""#), "{body}");
+    assert!(body.contains(&format!(r#"data-event="{other}""#)));
+    assert!(!body.contains(&format!(r#"data-event="{pending}""#)));
+
+    // The event page links to the lookup; the overview has the form.
+    let ev = get(format!("/events/{}", failed[0]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let link =
+        format!("/documents?index={index}&amp;doc_id=gone&amp;projection=search_index_to_elastic");
+    assert!(ev.contains(&link), "{ev}");
+    let overview = get("/".into()).await.unwrap().text().await.unwrap();
+    assert!(overview.contains(r#"id="document-lookup""#));
+
+    for (path, status, says) in [
+        (
+            "/documents?doc_id=gone".to_string(),
+            StatusCode::BAD_REQUEST,
+            "index: required",
+        ),
+        (
+            format!("/documents?index={index}"),
+            StatusCode::BAD_REQUEST,
+            "doc_id: required",
+        ),
+        (
+            format!("/documents?index={index}&doc_id=a%00b"),
+            StatusCode::BAD_REQUEST,
+            "doc_id: holds control characters",
+        ),
+        (
+            format!("/documents?index={index}&doc_id=never"),
+            StatusCode::NOT_FOUND,
+            "No delete record and no event",
+        ),
+        (
+            "/documents".to_string(),
+            StatusCode::OK,
+            r#"id="document-lookup""#,
+        ),
+    ] {
+        let r = get(path.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(says), "{path}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn without_a_write_token_the_console_is_read_only() {
     let s = TestSchema::new("consolero", NotifyMode::Adaptive).await;
@@ -550,6 +720,14 @@ async fn the_console_in_a_real_browser() {
         .await[0];
     s.insert(&[NewEvent::index(i, "ok", json!({"n": 1}))]).await;
     s.wait_drained(Duration::from_secs(30)).await;
+    // A deleted document: the worker records the delete (at its id, the version), then
+    // acks an older index event of it as superseded, unsent; an older failed one stays
+    // for the document lookup's verdict ("superseded if replayed").
+    let deleted = s.insert(&[NewEvent::delete(i, "ok")]).await[0];
+    s.wait_drained(Duration::from_secs(30)).await;
+    s.insert(&[NewEvent::index(i, "ok", json!({"n": 2})).version(1)])
+        .await;
+    s.wait_drained(Duration::from_secs(30)).await;
     // Then what no running worker touches: pending events of another projection, and a
     // processing event whose lease expired (stuck).
     let c = s.client().await;
@@ -573,6 +751,28 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
+    let recorded: i64 = c
+        .query_one(
+            "SELECT doc_version FROM outbox_delete_records WHERE index_name = $1 AND doc_id = 'ok'",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, deleted, "the delete is recorded at its version");
+    let superseded_failed: i64 = c
+        .query_one(
+            "INSERT INTO outbox_exceptions (id, projection, index_name, doc_id, op, payload,
+                 doc_version, status, attempts, error_reason, error, created_at, failed_at)
+             VALUES (nextval('outbox_events_id_seq'), 'search_index_to_elastic', $1, 'ok',
+                 'index', '{\"n\": 3}', 2, 'failed', 1, 'illegal_argument_exception', 'x',
+                 now(), now())
+             RETURNING id",
+            &[&index],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let reason: String = c
         .query_one(
             "SELECT error_reason FROM outbox_exceptions WHERE id = $1",
@@ -637,8 +837,10 @@ async fn the_console_in_a_real_browser() {
         "replay_ids": conflicting,
         "replay_count": conflicting.len(),
         "markup_event": markup,
+        "deleted": {"index": index, "doc_id": "ok", "version": deleted,
+                    "superseded_event": superseded_failed},
     });
-    assert_eq!(expect["states"]["failed"], 4, "{expect}");
+    assert_eq!(expect["states"]["failed"], 5, "{expect}");
     assert_eq!(expect["states"]["stuck"], 1, "{expect}");
     let dir = root().join("target/console-test");
     std::fs::create_dir_all(&dir).unwrap();
@@ -686,11 +888,14 @@ async fn the_console_in_a_real_browser() {
     )
     .unwrap();
     assert_eq!(report["replayed"], 3);
-    let png = std::fs::read(&screenshot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "a screenshot"
-    );
+    for shot in [screenshot.clone(), dir.join("console-document.png")] {
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "a screenshot: {}",
+            shot.display()
+        );
+    }
 
     // The audit row is the CLI's: the same table, the same columns, read by `audit`.
     let audit = harness::worker_command()
@@ -707,7 +912,11 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(row["event_count"], 3);
     assert_eq!(row["event_ids"], json!(conflicting));
     assert_eq!(row["filter"]["error_reason"], reason.as_str());
-    assert_eq!(s.count("failed").await, 1, "the invalid event stays failed");
+    assert_eq!(
+        s.count("failed").await,
+        2,
+        "the invalid event and the superseded one stay failed"
+    );
 
     // The running worker delivers the replayed events; the invalid one stays failed.
     let start = std::time::Instant::now();
@@ -725,7 +934,7 @@ async fn the_console_in_a_real_browser() {
         };
         assert_eq!(source["n"], *n);
     }
-    assert_eq!(s.count("failed").await, 1);
+    assert_eq!(s.count("failed").await, 2);
     worker.stop(Duration::from_secs(10)).await.unwrap();
 }
 
@@ -739,7 +948,13 @@ async fn an_unreachable_database_is_a_503() {
     )])
     .unwrap();
     let url = serve(&cfg).await;
-    for path in ["/", "/failed", "/events/1", "/audit"] {
+    for path in [
+        "/",
+        "/failed",
+        "/events/1",
+        "/audit",
+        "/documents?index=i&doc_id=d",
+    ] {
         let r = http().get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
         let body = r.text().await.unwrap();

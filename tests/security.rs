@@ -536,12 +536,26 @@ async fn console_pages_and_replay(s: &TestSchema, read_url: &str, write_url: &st
         }
     };
     let ro = serve(read_url, false).await;
+    let (index, doc): (String, String) = {
+        let r = s
+            .client()
+            .await
+            .query_one(
+                "SELECT index_name, doc_id FROM outbox_exceptions WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
     for path in [
         "/".to_string(),
         "/failed".into(),
         format!("/events/{id}"),
         "/replay?error_reason=invalid_event".into(),
         "/audit".into(),
+        // The document lookup reads outbox_delete_records too.
+        format!("/documents?index={index}&doc_id={doc}"),
     ] {
         let r = http.get(format!("{ro}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path} as the console role");

@@ -1,15 +1,17 @@
 //! `outbox-worker console`: the operator's web console. Server-rendered pages on the
 //! project's axum stack, no script: the overview (states, by projection and index, the ack
 //! and failure chart, workers, the cleanup horizon), the failed pile by reason, an event's
-//! detail, an audited replay (the CLI's own functions and SQL), and the audit trail.
+//! detail, an audited replay (the CLI's own functions and SQL), the audit trail, and a
+//! document's lookup (its delete record, and why a record supersedes its index events).
 //!
 //! One file per concern: `auth` (tokens and scopes, the start-up rules), `csrf` (the
 //! double-submit cookie and the Origin check), `filter` (the replay filter from a form),
-//! `queries` (what the pages read, `sql/console_*.sql`), `views` (HTML), `html`
+//! `document` (the lookup and its verdicts), `queries` (what the pages read, `sql/console_*.sql`), `views` (HTML), `html`
 //! (escaping), `rates` (the chart, from the workers' /metrics), `routes` (the handlers).
 
 mod auth;
 mod csrf;
+mod document;
 mod filter;
 mod html;
 mod queries;

@@ -176,3 +176,95 @@ pub async fn event_audit(c: &Client, id: i64) -> Result<Vec<EventAudit>, tokio_p
         })
         .collect())
 }
+
+/// A delete record, as the document page shows it.
+#[derive(Debug, Clone)]
+pub struct RecordRow {
+    pub projection: String,
+    pub routing: Option<String>,
+    /// The highest version deleted.
+    pub doc_version: i64,
+    pub deleted_at: DateTime<Utc>,
+    /// The delete event whose ack wrote (or last raised) the record.
+    pub event_id: i64,
+    /// Until the prune may remove it, on the database's clock; negative when due.
+    pub prunes_in_seconds: f64,
+}
+
+/// An event of the document still in the outbox.
+#[derive(Debug, Clone)]
+pub struct DocEventRow {
+    pub id: i64,
+    pub projection: String,
+    pub op: String,
+    pub status: String,
+    /// The external version: doc_version, else the id.
+    pub version: i64,
+    /// The producer set doc_version (else the version is the id).
+    pub producer_version: bool,
+    pub routing: Option<String>,
+    pub attempts: i32,
+    pub error_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// Events the document page lists at most (the oldest; the page says when cut).
+pub const DOCUMENT_EVENTS_CAP: i64 = 200;
+
+/// The document's delete records and its events still in the outbox.
+pub async fn document(
+    c: &Client,
+    key: &super::document::DocKey,
+    retention: std::time::Duration,
+) -> Result<(Vec<RecordRow>, Vec<DocEventRow>), tokio_postgres::Error> {
+    let projection = key.projection.as_deref();
+    let records = c
+        .query(
+            sql::CONSOLE_DOCUMENT_RECORDS,
+            &[
+                &key.index,
+                &key.doc_id,
+                &projection,
+                &retention.as_secs_f64(),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| RecordRow {
+            projection: r.get("projection"),
+            routing: r.get("routing"),
+            doc_version: r.get("doc_version"),
+            deleted_at: r.get("deleted_at"),
+            event_id: r.get("event_id"),
+            prunes_in_seconds: r.get("prunes_in_seconds"),
+        })
+        .collect();
+    let events = c
+        .query(
+            sql::CONSOLE_DOCUMENT_EVENTS,
+            &[
+                &key.index,
+                &key.doc_id,
+                &projection,
+                &(DOCUMENT_EVENTS_CAP + 1),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| DocEventRow {
+            id: r.get("id"),
+            projection: r.get("projection"),
+            op: r.get("op"),
+            status: r.get("status"),
+            version: r.get("version"),
+            producer_version: r.get("producer_version"),
+            routing: r.get("routing"),
+            attempts: r.get("attempts"),
+            error_reason: r.get("error_reason"),
+            created_at: r.get("created_at"),
+            failed_at: r.get("failed_at"),
+        })
+        .collect();
+    Ok((records, events))
+}

@@ -34,6 +34,32 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     sum
 }
 
+/// The sum of the series of counter `name` whose labels include `label` (`key="value"`,
+/// as the text writes it); `None` when no series has it.
+pub fn metric_sum_with(text: &str, name: &str, label: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(labels) = line
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('{'))
+            .and_then(|rest| rest.split_once('}'))
+            .map(|(labels, _)| labels)
+        else {
+            continue;
+        };
+        if !labels.split(',').any(|l| l.trim() == label) {
+            continue;
+        }
+        if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+/// The label of the acks of index events a recorded delete superseded (runbook §7.8).
+pub const SUPERSEDED_BY_DELETE: &str = r#"kind="superseded_by_delete""#;
+
 /// How much a counter rose between two samples of one process (see the module's note on
 /// restarts). The first sample gives no increase.
 pub fn increase(previous: Option<f64>, current: f64) -> f64 {
@@ -49,6 +75,9 @@ pub fn increase(previous: Option<f64>, current: f64) -> f64 {
 pub struct Rates {
     minutes: BTreeMap<DateTime<Utc>, (f64, f64)>,
     last: HashMap<String, (f64, f64)>,
+    /// Each worker's last `outbox_acked_total{kind="superseded_by_delete"}` (the document
+    /// page shows their sum; the counter has no document label).
+    superseded: HashMap<String, f64>,
     /// The last scrape's problems, shown under the chart.
     pub errors: Vec<String>,
     pub scrapes: u64,
@@ -64,6 +93,18 @@ impl Rates {
         e.1 += increase(prev.map(|p| p.1), failed);
         let horizon = minute - TimeDelta::minutes(MINUTES as i64);
         self.minutes.retain(|m, _| *m > horizon);
+    }
+
+    /// One worker's superseded-by-delete acks so far (its counter, since it started).
+    pub fn record_superseded(&mut self, url: &str, acked: f64) {
+        self.superseded.insert(url.to_string(), acked);
+    }
+
+    /// The scraped workers' superseded-by-delete acks since each started, and how many
+    /// workers answered at least once; `None` before any did.
+    pub fn superseded_total(&self) -> Option<(f64, usize)> {
+        (!self.superseded.is_empty())
+            .then(|| (self.superseded.values().sum(), self.superseded.len()))
     }
 
     /// The last [`MINUTES`] minutes up to `now`, oldest first: (minute, acks, failures).
@@ -99,13 +140,15 @@ pub async fn scrape(http: &reqwest::Client, urls: &[String], rates: &std::sync::
         if let Some(t) = text {
             let acked = metric_sum(&t, ACKED_TOTAL).unwrap_or(0.0);
             let failed = metric_sum(&t, TERMINAL_FAILED_TOTAL).unwrap_or(0.0);
-            samples.push((url, acked, failed));
+            let superseded = metric_sum_with(&t, ACKED_TOTAL, SUPERSEDED_BY_DELETE).unwrap_or(0.0);
+            samples.push((url, acked, failed, superseded));
         }
     }
     let now = Utc::now();
     let mut r = rates.lock().expect("rates lock");
-    for (url, a, f) in samples {
+    for (url, a, f, s) in samples {
         r.record(now, url, a, f);
+        r.record_superseded(url, s);
     }
     r.errors = errors;
     r.scrapes += 1;
@@ -181,6 +224,34 @@ outbox_terminal_failed_total{reason=\"x\"} 2
             metric_sum("outbox_acked_total 7\n", "outbox_acked_total"),
             Some(7.0)
         );
+    }
+
+    #[test]
+    fn sums_the_series_with_one_label() {
+        let text = "outbox_acked_total{kind=\"indexed\"} 10
+outbox_acked_total{kind=\"superseded_by_delete\"} 3
+outbox_acked_total{projection=\"p\",kind=\"superseded_by_delete\"} 2
+outbox_acked_total_x{kind=\"superseded_by_delete\"} 50
+outbox_acked_total 7
+";
+        assert_eq!(
+            metric_sum_with(text, "outbox_acked_total", SUPERSEDED_BY_DELETE),
+            Some(5.0)
+        );
+        assert_eq!(
+            metric_sum_with(text, "outbox_acked_total", r#"kind="not_found""#),
+            None
+        );
+    }
+
+    #[test]
+    fn superseded_totals_are_each_workers_last_value() {
+        let mut r = Rates::default();
+        assert_eq!(r.superseded_total(), None);
+        r.record_superseded("w1", 2.0);
+        r.record_superseded("w1", 4.0);
+        r.record_superseded("w2", 1.0);
+        assert_eq!(r.superseded_total(), Some((5.0, 2)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::{
     Console,
     auth::{Access, Scope, TOKEN_COOKIE, cookie, host_is_loopback},
     csrf::{self, CSRF_COOKIE, CSRF_FIELD},
+    document,
     filter::{self, Fields, field},
     queries, views,
     views::Ctx,
@@ -28,6 +29,7 @@ pub(super) fn router(c: Console) -> Router {
         .route("/events/{id}", get(event))
         .route("/replay", get(replay_page).post(replay_execute))
         .route("/audit", get(audit))
+        .route("/documents", get(documents))
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
         .route("/healthz", get(|| async { "ok" }))
@@ -435,6 +437,77 @@ async fn audit(State(c): State<Console>, headers: HeaderMap, RawQuery(q): RawQue
         StatusCode::OK,
         "Replay audit trail",
         &views::audit(&rows, replayed),
+    )
+}
+
+/// A document's lookup. 400 naming the field when index or doc_id is missing or malformed;
+/// 404 when the database knows nothing of the document (no record, no event): the page
+/// says so and keeps the form, and a script (curl -f) tells "nothing known" from a found
+/// document, as /events/{id} answers 404 for an event no longer in the outbox.
+async fn documents(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let (ctx, fresh) = ctx_or_return!(c, headers);
+    let fields = filter::fields(q.as_deref().unwrap_or(""));
+    let key = match document::parse(&fields) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return page(
+                &ctx,
+                fresh,
+                StatusCode::OK,
+                "Document lookup",
+                &document::form(None),
+            );
+        }
+        Err(e) => {
+            let mut body = views::error_body(&e.to_string());
+            body.push_str(&document::form(None));
+            return page(
+                &ctx,
+                fresh,
+                StatusCode::BAD_REQUEST,
+                "Document lookup",
+                &body,
+            );
+        }
+    };
+    let client = or_refuse!(ctx, fresh, c.client().await);
+    let retention = c.inner.cfg.delete_record_retention;
+    let (records, events) = or_refuse!(
+        ctx,
+        fresh,
+        queries::document(&client, &key, retention)
+            .await
+            .map_err(db_error)
+    );
+    let rates = c
+        .inner
+        .rates
+        .as_ref()
+        .map(|r| r.lock().expect("rates lock").superseded_total());
+    let lookup = document::Lookup {
+        key: &key,
+        records: &records,
+        events: &events,
+        retention,
+        mode: c.inner.cfg.delete_records,
+        superseded_acks: rates.flatten(),
+        metrics_configured: rates.is_some(),
+    };
+    let status = if lookup.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    page(
+        &ctx,
+        fresh,
+        status,
+        &format!("Document {}", key.doc_id),
+        &document::page(&lookup),
     )
 }
 

@@ -8,12 +8,16 @@ use chrono::Utc;
 use super::{
     auth::Scope,
     csrf::CSRF_FIELD,
+    document::{self, DocKey},
     filter::{DEFAULT_LIMIT, Fields, MAX_LIMIT, field},
     html::{age, cut, esc, ts, url_component},
     queries::{EventAudit, EventRow, Overview},
     rates,
 };
-use crate::replay::{AuditRow, DryRun};
+use crate::{
+    contract::Op,
+    replay::{AuditRow, DryRun},
+};
 
 /// What every page needs to know about the request.
 #[derive(Debug, Clone)]
@@ -58,7 +62,7 @@ pub fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
     };
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t} · outbox console</title><style>{STYLE}</style></head>
-<body><header><b>outbox console</b><a href="/">overview</a><a href="/failed">failed</a><a href="/replay">replay</a><a href="/audit">audit</a>
+<body><header><b>outbox console</b><a href="/">overview</a><a href="/failed">failed</a><a href="/replay">replay</a><a href="/audit">audit</a><a href="/documents">documents</a>
 <span class="right"><span id="scope">{scope}</span>{logout}</span></header>
 <main><h1>{t}</h1>{body}<p class="note">database: {db}</p></main></body></html>"#,
         t = esc(title),
@@ -172,6 +176,10 @@ pub fn overview(o: &Overview, chart: Option<&rates::Rates>) -> String {
         }
         None => b.push_str(r#"<p class="note" id="no-chart">No chart: set OUTBOX_CONSOLE_METRICS_URLS to the workers' /metrics URLs. The database records no time of ack (the log is insert-only), so acks per minute come from the workers' counters.</p>"#),
     }
+
+    b.push_str("<h2>Look a document up</h2>");
+    b.push_str(&document::form(None));
+    b.push_str(r#"<p class="note">Its delete record (runbook §7.8) and its events still in the outbox, with whether the record supersedes each index event, and why.</p>"#);
 
     b.push_str(r#"<h2>Workers seen</h2><table id="workers"><tr><th>worker</th><th>leases</th><th>events held</th><th>first lease expires</th><th>waiting for NOTIFY</th><th>connections</th><th>last activity</th></tr>"#);
     if o.workers.is_empty() {
@@ -305,6 +313,18 @@ pub fn event(e: &EventRow, audit: &[EventAudit]) -> String {
     row(&mut b, "lease_expires_at", ts(e.lease_expires_at));
     row(&mut b, "processing_started_at", ts(e.processing_started_at));
     b.push_str("</table>");
+    if matches!(Op::parse(&e.op), Some(Op::Index | Op::Delete)) {
+        let key = DocKey {
+            index: e.index_name.clone(),
+            doc_id: e.doc_id.clone(),
+            projection: Some(e.projection.clone()),
+        };
+        let _ = write!(
+            b,
+            r#"<p><a id="ev-document" href="{}">this document: its delete record and its events</a> <span class="note">(whether a recorded delete supersedes this event, and why)</span></p>"#,
+            esc(&key.href())
+        );
+    }
     if let Some(err) = &e.error {
         let _ = write!(b, r#"<h2>Error</h2><pre id="ev-error">{}</pre>"#, esc(err));
     }

@@ -2,12 +2,14 @@
 
 Called by tests/console.rs, which seeds the outbox, starts `outbox-worker console` and
 checks the database afterwards. This script asserts what a person at the browser sees:
-the log-in refusal, the counts (against the SQL figures the Rust test computed), the
-read-only page, the CSRF refusals, and the replay flow (dry run, a refused confirm
+the log-in refusal, the counts (against the SQL figures the Rust test computed), a
+deleted document's lookup (its record and the superseded verdict), the read-only page, the CSRF refusals, and the replay flow (dry run, a refused confirm
 without a reason, the confirm, the audit page). It prints one JSON line for the Rust
 side: the audit id and the number of events replayed.
 
     python console_test.py URL READ_TOKEN WRITE_TOKEN EXPECT.json SCREENSHOT.png
+
+It also takes the document lookup's screenshot, beside it as SCREENSHOT-document.png.
 """
 
 import json
@@ -90,6 +92,27 @@ with sync_playwright() as p:
     check(r.status == 200, f"event page: {r.status}")
     check("<script>" in text(page, "#ev-payload"), "the payload's markup is shown as text")
     check(page.locator("main script").count() == 0, "and never becomes an element")
+
+    # 3b. A deleted document, looked up from the overview's form: its record (the version
+    # deleted), the older failed index event's verdict, and the workers' superseded acks.
+    d = expect["deleted"]
+    page.goto(f"{url}/")
+    page.fill("#document-lookup input[name=index]", d["index"])
+    page.fill("#document-lookup input[name=doc_id]", d["doc_id"])
+    with page.expect_navigation() as nav:
+        page.click("#look-up")
+    check(nav.value.status == 200, f"document lookup: {nav.value.status}")
+    version = text(page, '#delete-records td[data-col="version"]')
+    check(version == str(d["version"]), f"the version deleted: {version}")
+    row = page.locator(f'#document-events tr[data-event="{d["superseded_event"]}"]')
+    check(row.get_attribute("data-verdict") == "superseded", "the older index event is superseded")
+    why = text(row, "td:last-child")
+    check(f"at most the version deleted, {d['version']}" in why and "if replayed" in why, why)
+    check(int(text(page, "#superseded-acks")) >= 1, "the worker acked the late older event as superseded")
+    page.screenshot(path=screenshot.removesuffix(".png") + "-document.png", full_page=True)
+    with page.expect_navigation():
+        page.click(f'#document-events tr[data-event="{d["superseded_event"]}"] a')
+    check(page.locator("#ev-document").count() == 1, "the event page links back to the lookup")
 
     # 4. Read-only: the dry run shows, the confirm form does not; a POST is refused.
     page.goto(f"{url}/replay?error_reason={reason}")
