@@ -189,6 +189,13 @@ impl Progress {
                 "not drained after {timeout:?}; worker log:\n{}",
                 w.log_tail(30)
             );
+            // A worker that has gone cannot drain: say so now, not at the timeout.
+            if let Some(status) = w.exited() {
+                panic!(
+                    "the worker exited ({status}) before the drain; its log:\n{}",
+                    w.log_tail(30)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
