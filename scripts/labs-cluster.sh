@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster labs (issue 13, tests/labs_cluster.rs): a worker against a real three-node
-# cluster on this machine, one node SIGKILLed mid-drain and back, one node answering 429 or
-# 503 to everything. One line of figures per scenario at the end (lost=, stale=,
+# cluster on this machine, one node SIGKILLed mid-drain and back, the whole cluster restarted
+# between acked deletes and late older index events, one node answering 429 or 503 to
+# everything. One line of figures per scenario at the end (lost=, stale=,
 # resurrected=, stall=). Installs and starts what it needs (PostgreSQL, the cluster), and
 # stops the cluster after, unless KEEP_CLUSTER=1.
 #   scripts/labs-cluster.sh                  full size (make labs-cluster)

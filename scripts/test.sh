@@ -29,7 +29,8 @@ export LABS_SCALE=ci
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
 
 # The cluster labs at CI size: a three-node OpenSearch on ports 9211-9213 (its own), started
-# here and stopped after; a node SIGKILLed mid-drain and back, one node answering 429 or 503.
+# here and stopped after; a node SIGKILLed mid-drain and back, the whole cluster restarted
+# between acked deletes and late older index events (~35 s), one node answering 429 or 503.
 echo "== cluster labs (three nodes, CI size)"
 LABS_SCALE=ci scripts/labs-cluster.sh
 

@@ -4,10 +4,10 @@
 //! with `lost=`, `stale=`, `resurrected=` and the longest stall of the drain in seconds.
 //!   (a) one node SIGKILLed mid-drain (not the cluster manager; LABS_CLUSTER_VICTIM=manager
 //!       kills the manager); (d) it comes back and takes requests again;
+//!   (b) the whole cluster restarted (`scripts/engine.sh restart`, which drops the engine's
+//!       tombstones) between acked deletes and late, older index events: the documents stay
+//!       deleted on every copy, thanks to the worker's delete records;
 //!   (c) one node answers 429, then 503, to everything (the fault proxy in front of it only).
-//! Not here yet: (b), the whole cluster restarted between an acked delete and a late older
-//! index event, which needs the worker's delete records (issue 13, part 1; another branch).
-//! `scripts/engine.sh restart` is ready for it.
 //! `make labs-cluster` runs them (LABS_SCALE=full); scripts/test.sh runs them at CI size.
 //! They are `#[ignore]`d in a plain `cargo test`: they need the cluster, which the scripts
 //! start and stop around them.
@@ -15,6 +15,7 @@
 use outbox_harness as harness;
 
 use std::{
+    collections::HashSet,
     path::Path,
     time::{Duration, Instant},
 };
@@ -188,6 +189,13 @@ impl Progress {
                 "not drained after {timeout:?}; worker log:\n{}",
                 w.log_tail(30)
             );
+            // A worker that has gone cannot drain: say so now, not at the timeout.
+            if let Some(status) = w.exited() {
+                panic!(
+                    "the worker exited ({status}) before the drain; its log:\n{}",
+                    w.log_tail(30)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -443,6 +451,230 @@ async fn cluster_c_one_node_throttles_or_refuses_everything() {
         }
     }
     w.signal("TERM").unwrap();
+}
+
+/// (b) The whole cluster restarts between acked deletes and late, older index events.
+/// `docs` documents are indexed at version 1 and deleted at version 3 through the worker
+/// (acked, each with its delete record); the cluster is stopped and started again on its
+/// data, which drops the deletes' tombstones; then index events at version 2 arrive for the
+/// same documents, with as many new documents at version 1. The deleted ones stay deleted
+/// on every copy (the late events are acked as superseded, never sent) and the new ones are
+/// indexed.
+///
+/// The control: a sibling document with the same history, written straight to the engine at
+/// version 2 — refused before the restart (the tombstone holds; `index.gc_deletes` is an
+/// hour here, so only the restart can drop it) and created after it. Without that, the
+/// scenario would prove nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the three-node cluster: make labs-cluster"]
+async fn cluster_b_the_whole_cluster_restarts_between_an_acked_delete_and_a_late_older_index() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let urls = cluster();
+    let s = TestSchema::new("cl_b", NotifyMode::Adaptive).await;
+    let index = harness::unique("cl_b");
+    let i = index.as_str();
+    let engine = Engine::at(&urls[0]);
+    // One shard, a copy on every node: each node answers for its own copy below.
+    put_index_with(
+        &engine,
+        i,
+        json!({"settings": {
+            "number_of_shards": 1,
+            "number_of_replicas": urls.len() - 1,
+            "index.gc_deletes": "1h",
+        }}),
+    )
+    .await;
+    let docs: i64 = if full() { 2_000 } else { 100 };
+    let deleted: Vec<String> = (0..docs).map(|d| format!("d{d}")).collect();
+    let fresh: Vec<String> = (0..docs).map(|d| format!("n{d}")).collect();
+    let probe = "probe";
+    let env = worker_env(&s, &urls.join(","), &[("OUTBOX_BULK_SIZE", "50")]);
+    let w = WorkerProcess::spawn(&env, &[]);
+    w.wait_ready().await.unwrap();
+    let c = s.client().await;
+
+    let all: Vec<&str> = deleted.iter().map(String::as_str).chain([probe]).collect();
+    let indexed: Vec<NewEvent> = all
+        .iter()
+        .map(|d| NewEvent::index(i, *d, json!({"doc": d, "v": 1})).version(1))
+        .collect();
+    contract::insert(&c, &indexed).await.unwrap();
+    s.wait_drained(Duration::from_secs(120)).await;
+    assert_eq!(
+        copies_found(&urls, i, &all).await,
+        vec![all.len(); urls.len()],
+        "indexed at 1 on every copy"
+    );
+    let deletes: Vec<NewEvent> = all
+        .iter()
+        .map(|d| NewEvent::delete(i, *d).version(3))
+        .collect();
+    contract::insert(&c, &deletes).await.unwrap();
+    s.wait_drained(Duration::from_secs(120)).await;
+    let records: i64 = c
+        .query_one(
+            "SELECT count(*) FROM outbox_delete_records WHERE index_name = $1 AND doc_version = 3",
+            &[&i],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        records,
+        all.len() as i64,
+        "every delete acked with its record"
+    );
+    assert_eq!(copies_found(&urls, i, &all).await, vec![0; urls.len()]);
+    assert_eq!(
+        put_at(&engine, i, probe, 2).await,
+        409,
+        "before the restart the tombstone refuses version 2"
+    );
+
+    let restart = Instant::now();
+    engine_sh(&["restart"]);
+    let restarted_in = restart.elapsed();
+
+    // The control: the tombstone is gone, the engine alone would bring the document back.
+    let control = put_at(&engine, i, probe, 2).await;
+    assert_eq!(
+        control, 201,
+        "after the restart the engine creates version 2 of a deleted document \
+         (if it refuses, the restart kept the tombstone and this scenario tests nothing)"
+    );
+    let superseded_before = w
+        .metric("outbox_acked_total{kind=\"superseded_by_delete\"}")
+        .await;
+    let late: Vec<NewEvent> = deleted
+        .iter()
+        .map(|d| NewEvent::index(i, d.as_str(), json!({"doc": d, "v": 2})).version(2))
+        .chain(
+            fresh
+                .iter()
+                .map(|d| NewEvent::index(i, d.as_str(), json!({"doc": d, "v": 1})).version(1)),
+        )
+        .collect();
+    let inserted = Instant::now();
+    contract::insert(&c, &late).await.unwrap();
+    let progress = Progress::follow(&w, &s, Duration::from_secs(300)).await;
+    let drained = inserted.elapsed();
+    let stall = progress.stall(inserted);
+    let superseded = w
+        .metric("outbox_acked_total{kind=\"superseded_by_delete\"}")
+        .await
+        - superseded_before;
+
+    // Documents, counted once however many copies: resurrected, a deleted one present on a
+    // copy; lost, a new one missing from a copy; stale, a new one not at version 1 with its
+    // body on a copy.
+    let deleted_ids: Vec<&str> = deleted.iter().map(String::as_str).collect();
+    let fresh_ids: Vec<&str> = fresh.iter().map(String::as_str).collect();
+    let (mut resurrected, mut lost, mut stale) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for url in &urls {
+        let got = local_mget(url, i, &deleted_ids).await;
+        for (d, g) in deleted.iter().zip(got) {
+            if g.is_some() {
+                resurrected.insert(d);
+            }
+        }
+        let got = local_mget(url, i, &fresh_ids).await;
+        for (d, g) in fresh.iter().zip(got) {
+            match g {
+                None => {
+                    lost.insert(d);
+                }
+                Some((source, v)) if v != 1 || source != json!({"doc": d, "v": 1}) => {
+                    stale.insert(d);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let (lost, stale, resurrected) = (lost.len(), stale.len(), resurrected.len());
+    report(format!(
+        "LAB cluster-b whole-cluster-restart: events={} deleted={docs} late_older={docs} new={docs} nodes={} restarted_in={:.1}s control_v2_after_restart={control} lost={lost} stale={stale} resurrected={resurrected} stall={:.1}s drained_in={:.1}s superseded_by_delete={superseded}",
+        2 * all.len() + late.len(),
+        urls.len(),
+        restarted_in.as_secs_f64(),
+        stall.as_secs_f64(),
+        drained.as_secs_f64(),
+    ));
+    assert_eq!((lost, stale, resurrected), (0, 0, 0));
+    assert_eq!(
+        superseded, docs as f64,
+        "every late index event acked as superseded"
+    );
+    assert_eq!(s.count("failed").await, 0, "nothing failed");
+    w.signal("TERM").unwrap();
+}
+
+/// `put_index` with settings of the caller's.
+async fn put_index_with(engine: &Engine, index: &str, body: Value) {
+    engine.put_index(index, body).await;
+    let r = engine
+        .raw()
+        .await
+        .get(format!(
+            "{}/_cluster/health/{index}?wait_for_status=green&timeout=60s",
+            engine.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{index} green");
+}
+
+/// The HTTP status of a straight write of `id` at external `version`.
+async fn put_at(engine: &Engine, index: &str, id: &str, version: i64) -> u16 {
+    engine
+        .raw()
+        .await
+        .put(format!(
+            "{}/{index}/_doc/{id}?version={version}&version_type=external",
+            engine.url
+        ))
+        .json(&json!({"doc": id, "v": version}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `ids` as the copy on the node at `url` has them (`preference=_only_local`, real time):
+/// source and version, or None when not found. Any other answer fails the test: a node that
+/// cannot answer does not count as "deleted".
+async fn local_mget(url: &str, index: &str, ids: &[&str]) -> Vec<Option<(Value, i64)>> {
+    let r = Engine::at(url)
+        .raw()
+        .await
+        .post(format!("{url}/{index}/_mget?preference=_only_local"))
+        .json(&json!({"ids": ids}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "_mget on {url}");
+    let body: Value = r.json().await.unwrap();
+    let got = body["docs"].as_array().expect("docs").clone();
+    assert_eq!(got.len(), ids.len(), "_mget on {url}: {body}");
+    got.into_iter()
+        .map(|d| {
+            assert!(d.get("error").is_none(), "_mget on {url}: {d}");
+            (d["found"] == Value::Bool(true))
+                .then(|| (d["_source"].clone(), d["_version"].as_i64().unwrap()))
+        })
+        .collect()
+}
+
+/// How many of `ids` each node's copy holds, in node order.
+async fn copies_found(urls: &[String], index: &str, ids: &[&str]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for url in urls {
+        let got = local_mget(url, index, ids).await;
+        out.push(got.iter().filter(|g| g.is_some()).count());
+    }
+    out
 }
 
 /// Discovery (OUTBOX_ELASTICSEARCH_DISCOVERY=nodes): given node 1 alone, `_nodes/http` names
