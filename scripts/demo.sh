@@ -64,14 +64,16 @@ curl -s "$ES/$INDEX/_search?size=10000&version=true&_source=false&filter_path=hi
   | sort >"$OUT/engine_versions.txt"
 psql_q "SELECT id || ' ' || version FROM demo_products" | sort >"$OUT/db_versions.txt"
 mismatch=$(comm -3 "$OUT/engine_versions.txt" "$OUT/db_versions.txt" | wc -l)
-quantile() { # quantile of outbox_end_to_end_seconds from the Prometheus histogram buckets
-  echo "$METRICS" | awk -v q="$1" '
-    /^outbox_end_to_end_seconds_bucket/ { match($0, /le="[^"]+"/); le=substr($0, RSTART+4, RLENGTH-5);
+# quantile Q [HISTOGRAM [LABEL]]: a quantile from the Prometheus histogram buckets (default
+# outbox_end_to_end_seconds), of the series whose labels hold LABEL (e.g. stage="bulk").
+quantile() {
+  echo "$METRICS" | awk -v q="$1" -v name="${2:-outbox_end_to_end_seconds}_bucket{" -v label="${3:-}" '
+    index($0, name) == 1 && (label == "" || index($0, label)) { match($0, /le="[^"]+"/); le=substr($0, RSTART+4, RLENGTH-5);
       n++; les[n]=le; cum[n]=$NF }
     END { total=cum[n]; if (total==0) { print "n/a"; exit }
       target=q*total; prev_le=0; prev_c=0
       for (i=1;i<=n;i++) { if (cum[i]>=target) { if (les[i]=="+Inf") { print ">" prev_le*1000 " ms"; exit }
-          frac=(cum[i]==prev_c)?1:(target-prev_c)/(cum[i]-prev_c); printf "%.1f ms\n", (prev_le+(les[i]-prev_le)*frac)*1000; exit }
+          frac=(cum[i]==prev_c)?1:(target-prev_c)/(cum[i]-prev_c); printf "%.2f ms\n", (prev_le+(les[i]-prev_le)*frac)*1000; exit }
         prev_le=les[i]; prev_c=cum[i] } }'
 }
 metric() { echo "$METRICS" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$NF} END {print s+0}'; }
@@ -84,6 +86,11 @@ echo "retries scheduled:      $(metric outbox_retry_scheduled_total)"
 echo "failed, by reason:"
 psql_q "SELECT '  ' || error_reason || ': ' || count(*) FROM outbox_events WHERE status = 'failed' GROUP BY error_reason ORDER BY error_reason"
 echo "end-to-end latency (insert -> ack): p50 $(quantile 0.5), p99 $(quantile 0.99)"
+echo "  by stage (p50 / p99; runbook §6.1):"
+for stage in wait claim encode queue bulk ack; do
+  printf '    %-7s %s / %s\n' "$stage" "$(quantile 0.5 outbox_stage_seconds "stage=\"$stage\"")" \
+    "$(quantile 0.99 outbox_stage_seconds "stage=\"$stage\"")"
+done
 echo "documents in the engine: $docs_engine; product rows in PostgreSQL: $docs_db; version mismatches: $mismatch"
 echo "services are still running: PostgreSQL $(scripts/pg.sh url outbox), engine $ES (stop: make stop)"
 echo "the operator console:   OUTBOX_DATABASE_URL=$(scripts/pg.sh url outbox) $BIN console   (then open http://127.0.0.1:9465)"

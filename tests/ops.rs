@@ -284,6 +284,18 @@ async fn metrics_health_and_no_secrets_in_logs() {
             "{name} missing from /metrics:\n{metrics}"
         );
     }
+    // The event went through every stage of the latency breakdown, timed in fine buckets.
+    for stage in ["wait", "claim", "encode", "queue", "bulk", "ack"] {
+        let count = format!("outbox_stage_seconds_count{{stage=\"{stage}\"}}");
+        assert!(
+            harness::prom::sum(&metrics, &count) >= 1.0,
+            "{count} missing or 0:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"outbox_stage_seconds_bucket{stage="bulk",le="0.00075"}"#),
+        "stage buckets missing:\n{metrics}"
+    );
     assert!(!metrics.contains("s3cret"));
     // Graceful stop: SIGTERM, exit 0.
     let out = harness::terminate_and_collect(child).await;

@@ -182,6 +182,7 @@ impl Dispatcher {
             let actions: Vec<Op> = events.iter().map(|(_, a)| *a).collect();
             let (outcome, took) = self.sink.send(body, &actions).await;
             metrics::histogram!(m::BULK_DURATION_SECONDS).record(took.as_secs_f64());
+            m::Stage::Bulk.record(took);
             match outcome {
                 RequestOutcome::Items(items) => {
                     metrics::counter!(m::BULK_REQUESTS_TOTAL, "result" => "items").increment(1);

@@ -7,7 +7,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures::{StreamExt, stream};
@@ -20,7 +20,7 @@ use crate::{
     config::DeleteRecords,
     deletes::{self, Recorded},
     event::{ClaimedEvent, Held},
-    metrics as m,
+    metrics::{self as m, Stage},
     store::{self, db_error},
 };
 
@@ -35,7 +35,7 @@ pub struct DrainReport {
 
 /// The claims and chunks of a drain that are not yet handed to a bulk slot.
 struct Queue {
-    chunks: VecDeque<Chunk>,
+    chunks: VecDeque<Ready>,
     /// Claims running ahead, each with its delete records' lookup; always awaited, never
     /// dropped (their rows are leased).
     ahead: VecDeque<JoinHandle<Option<Claimed>>>,
@@ -43,8 +43,17 @@ struct Queue {
     done: bool,
 }
 
-/// A claim, and the recorded deletes of its index events (None: the lookup failed).
-type Claimed = (Vec<ClaimedEvent>, Option<Vec<Recorded>>);
+/// A claim, the recorded deletes of its index events (None: the lookup failed), and when
+/// both were done.
+type Claimed = (Vec<ClaimedEvent>, Option<Vec<Recorded>>, Instant);
+
+/// A chunk ready to send, with what its `queue` stage is measured from: when its claim was
+/// done, and how long encoding it took (not queueing).
+struct Ready {
+    chunk: Chunk,
+    claimed_at: Instant,
+    encode: Duration,
+}
 
 /// Whether to start one more claim ahead, as a chunk is handed to a bulk slot: only once
 /// the chunks queued are gone, while claims may still find something, up to
@@ -87,7 +96,7 @@ impl Pipeline {
         self: Arc<Self>,
         mut q: Queue,
         claimed: &Mutex<usize>,
-    ) -> Option<(Chunk, Queue)> {
+    ) -> Option<(Ready, Queue)> {
         loop {
             if self.shutdown.is_cancelled() {
                 self.release_unsent(q).await;
@@ -108,7 +117,7 @@ impl Pipeline {
                 return Some((c, q));
             }
             let limit = self.cfg.bulk_size;
-            let (events, recorded) = match q.ahead.pop_front() {
+            let (events, recorded, claimed_at) = match q.ahead.pop_front() {
                 Some(ahead) => ahead.await.unwrap_or(None),
                 None if q.done => return None,
                 None => {
@@ -136,6 +145,7 @@ impl Pipeline {
                 self.inflight.resolved(ids, false);
                 continue;
             };
+            let encoding = Instant::now();
             let prepared = dispatch::prepare(
                 events,
                 &recorded,
@@ -143,13 +153,21 @@ impl Pipeline {
                 self.cfg.bulk_max_bytes,
                 self.cfg.bulk_pipeline.as_deref(),
             );
+            let encode = encoding.elapsed();
+            Stage::Encode.record(encode);
             self.resolve(prepared.early, "prepare").await;
-            q.chunks.extend(prepared.chunks);
+            q.chunks.extend(prepared.chunks.into_iter().map(|chunk| Ready {
+                chunk,
+                claimed_at,
+                encode,
+            }));
         }
     }
 
     /// One chunk: sent, each event's outcome decided, the outcomes written.
-    async fn deliver(&self, chunk: Chunk) {
+    async fn deliver(&self, ready: Ready) {
+        Stage::Queue.record(ready.claimed_at.elapsed().saturating_sub(ready.encode));
+        let chunk = ready.chunk;
         let answered = self.dispatch.send(chunk.events, chunk.body).await;
         let decided = {
             let mut rng = rand::rng();
@@ -167,13 +185,18 @@ impl Pipeline {
     /// A claim, then the lookup of its index events in the delete records, in the same task:
     /// a claim running ahead looks up while the bulks of the previous one are in flight.
     async fn claim_and_look_up(&self, limit: usize) -> Option<Claimed> {
+        let started = Instant::now();
         let events = self.claim_with_retry(limit).await?;
         let recorded = if events.is_empty() {
             Some(Vec::new())
         } else {
             self.recorded_deletes(&events).await
         };
-        Some((events, recorded))
+        let claimed_at = Instant::now();
+        if !events.is_empty() {
+            Stage::Claim.record(claimed_at - started);
+        }
+        Some((events, recorded, claimed_at))
     }
 
     /// The recorded deletes of a claim's index events: one query (none when the claim has
@@ -205,10 +228,10 @@ impl Pipeline {
         let mut unsent: Vec<Held> = q
             .chunks
             .drain(..)
-            .flat_map(|c| c.events.into_iter().map(|(e, _)| e.held()))
+            .flat_map(|r| r.chunk.events.into_iter().map(|(e, _)| e.held()))
             .collect();
         for ahead in q.ahead.drain(..) {
-            if let Ok(Some((events, _))) = ahead.await {
+            if let Ok(Some((events, _, _))) = ahead.await {
                 unsent.extend(events.iter().map(ClaimedEvent::held));
             }
         }
@@ -230,6 +253,7 @@ impl Pipeline {
         let mut delays = backoff::in_process(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             let started = Instant::now();
+            let started_epoch = epoch_now();
             let claimed = store::claim::claim(
                 &self.pool,
                 &self.cfg.projection,
@@ -244,6 +268,7 @@ impl Pipeline {
                     if !events.is_empty() {
                         metrics::counter!(m::CLAIMED_TOTAL).increment(events.len() as u64);
                         self.inflight.claimed(&events);
+                        record_waits(&events, started_epoch);
                     }
                     return Some(events);
                 }
@@ -261,6 +286,22 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The `wait` stage of the events of a claim that started at `claim_started_epoch`: those
+/// claimed from the log (a piece), on their first claim; a retry's wait is its backoff.
+fn record_waits(events: &[ClaimedEvent], claim_started_epoch: f64) {
+    let wait = Stage::Wait.histogram();
+    for e in events.iter().filter(|e| e.piece.is_some()) {
+        wait.record(m::waited(e.created_epoch, claim_started_epoch));
+    }
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use tracing::{debug, error, info, warn};
@@ -37,6 +37,7 @@ impl Pipeline {
         if decided.is_empty() {
             return;
         }
+        let started = Instant::now();
         let writes = outcome::writes(
             &decided,
             self.cfg.delete_records == DeleteRecords::On,
@@ -67,6 +68,7 @@ impl Pipeline {
             .inflight
             .resolved(decided.iter().map(|(e, _)| e.id), applied.is_some());
         self.complete(complete).await;
+        m::Stage::Ack.record(started.elapsed());
         match applied {
             Some(a) => log_applied(&a, stage),
             None => {

@@ -15,7 +15,9 @@
 //! hold up the schedule. Events committed during the warm-up are left out.
 //!
 //! For comparison the worker's own `outbox_end_to_end_seconds` histogram (insert time ->
-//! after the ack commit, bucketed) is read from /metrics before and after each run.
+//! after the ack commit, bucketed) is read from /metrics before and after each run, and so is
+//! `outbox_stage_seconds`: where that time goes, p50 and p99 per stage (wait, claim, encode,
+//! queue, bulk, ack; see `outbox_worker::metrics::Stage`).
 
 use std::{
     collections::HashMap,
@@ -25,12 +27,12 @@ use std::{
 use anyhow::ensure;
 use outbox_harness::{
     Schema, percentile,
-    prom::{self, histogram, histogram_delta, histogram_percentile},
+    prom::{self, histogram, histogram_delta, histogram_labelled, histogram_percentile},
 };
 use outbox_worker::{
     config::NotifyMode,
     contract::{self, NewEvent},
-    metrics as m,
+    metrics::{self as m, Stage},
 };
 use tokio_postgres::Client;
 
@@ -106,12 +108,64 @@ pub struct LatencyRun {
     /// How the worker was woken: NOTIFY vs its own follow-up checks and polls.
     pub wakes_notification: f64,
     pub wakes_other: f64,
+    /// The worker's latency by stage over the whole run (warm-up included), bucketed.
+    pub stages: Vec<StageLatency>,
+    /// Their buckets (cumulative, `Stage::ALL` order), to pool several runs of one rate.
+    #[serde(skip)]
+    pub stage_buckets: Vec<Vec<(f64, f64)>>,
     pub cores: std::collections::BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<Usage>,
     /// Every measured latency (ms), sorted, to pool several runs of one rate.
     #[serde(skip)]
     pub samples: Vec<f64>,
+}
+
+/// One stage of `outbox_stage_seconds` over a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageLatency {
+    pub stage: &'static str,
+    /// Observations: events for `wait`, claims, chunks or requests for the others.
+    pub count: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl StageLatency {
+    /// p50 and p99 of a stage's cumulative buckets (a delta over the run, or several added).
+    pub fn of(stage: Stage, buckets: &[(f64, f64)]) -> StageLatency {
+        let ms = |q| histogram_percentile(buckets, q).map(|s| stats::round3(s * 1000.0));
+        StageLatency {
+            stage: stage.label(),
+            count: buckets.last().map_or(0.0, |b| b.1),
+            p50_ms: ms(0.50),
+            p99_ms: ms(0.99),
+        }
+    }
+}
+
+/// Each stage's buckets between two `/metrics` pages, in `Stage::ALL` order.
+pub fn stage_deltas(before: &str, after: &str) -> Vec<Vec<(f64, f64)>> {
+    Stage::ALL
+        .iter()
+        .map(|s| {
+            let label = format!("stage=\"{}\"", s.label());
+            histogram_delta(
+                &histogram_labelled(before, m::STAGE_SECONDS, &label),
+                &histogram_labelled(after, m::STAGE_SECONDS, &label),
+            )
+        })
+        .collect()
+}
+
+/// `wait 1.2/3.4 claim ...`: p50/p99 in ms per stage, for progress lines.
+pub fn stages_line(stages: &[StageLatency]) -> String {
+    let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+    stages
+        .iter()
+        .map(|s| format!("{} {}/{}", s.stage, ms(s.p50_ms), ms(s.p99_ms)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Producer connections for a rate: each sends at most 150 events/s, well under what one
@@ -234,6 +288,12 @@ pub async fn measure(
         &histogram(&metrics_before, m::BULK_DURATION_SECONDS),
         &histogram(&metrics_after, m::BULK_DURATION_SECONDS),
     );
+    let stage_buckets = stage_deltas(&metrics_before, &metrics_after);
+    let stages = Stage::ALL
+        .iter()
+        .zip(&stage_buckets)
+        .map(|(s, b)| StageLatency::of(*s, b))
+        .collect();
     let acks: HashMap<i64, f64> = db
         .query("SELECT id, acked_at FROM bench_acks", &[])
         .await?
@@ -281,8 +341,45 @@ pub async fn measure(
         bulk_p99_ms: ms(histogram_percentile(&bulk, 0.99)),
         wakes_notification: notif,
         wakes_other: wakes_total(&metrics_after) - wakes_total(&metrics_before) - notif,
+        stages,
+        stage_buckets,
         cores: cpu1.cores_since(&cpu0, wall),
         worker: None,
         samples: lat,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(stage: &str, under_1ms: u32, total: u32) -> String {
+        format!(
+            "outbox_stage_seconds_bucket{{stage=\"{stage}\",le=\"0.001\"}} {under_1ms}\n\
+             outbox_stage_seconds_bucket{{stage=\"{stage}\",le=\"0.002\"}} {total}\n\
+             outbox_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {total}\n"
+        )
+    }
+
+    #[test]
+    fn stage_percentiles_come_from_the_delta_of_their_own_series() {
+        let before = page("bulk", 10, 10) + &page("ack", 0, 0);
+        // In between: 10 bulks in (1, 2] ms; 4 acks under 1 ms.
+        let after = page("bulk", 10, 20) + &page("ack", 4, 4);
+        let deltas = stage_deltas(&before, &after);
+        assert_eq!(deltas.len(), Stage::ALL.len());
+        let of = |s: Stage| {
+            let i = Stage::ALL.iter().position(|x| *x == s).unwrap();
+            StageLatency::of(s, &deltas[i])
+        };
+        let bulk = of(Stage::Bulk);
+        assert_eq!(bulk.count, 10.0);
+        assert_eq!(bulk.p50_ms, Some(1.5));
+        assert_eq!(bulk.p99_ms, Some(1.99));
+        let ack = of(Stage::Ack);
+        assert_eq!((ack.count, ack.p50_ms), (4.0, Some(0.5)));
+        let wait = of(Stage::Wait);
+        assert_eq!((wait.count, wait.p50_ms, wait.p99_ms), (0.0, None, None));
+        assert_eq!(stages_line(&[bulk, wait]), "bulk 1.50/1.99, wait -/-");
+    }
 }

@@ -36,7 +36,7 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::{Context, ensure};
 use clap::{Parser, ValueEnum};
-use outbox_worker::config::NotifyMode;
+use outbox_worker::{config::NotifyMode, metrics::Stage};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -769,6 +769,10 @@ async fn latency_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> 
                 r.histogram_p99_ms.unwrap_or(f64::NAN),
                 r.lost
             ));
+            progress(&format!(
+                "  by stage, p50/p99 ms: {}",
+                latency::stages_line(&r.stages)
+            ));
             if let Some(u) = &r.worker {
                 rep.borrow_mut().rss.push(("latency", u.peak_rss_mib));
             }
@@ -790,11 +794,33 @@ async fn latency_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> 
         rep.set(&key("p95"), pct(0.95));
         rep.set(&key("p99"), pct(0.99));
         let lost: usize = mine.iter().map(|r| r.lost).sum();
+        // The stages pooled over the rounds: their buckets added up.
+        let stages: Vec<latency::StageLatency> = Stage::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let pooled = mine.iter().fold(Vec::new(), |acc, r| {
+                    outbox_harness::prom::histogram_add(&acc, &r.stage_buckets[i])
+                });
+                latency::StageLatency::of(*stage, &pooled)
+            })
+            .collect();
+        for st in &stages {
+            rep.set(
+                &format!("latency_stage_{}_p50_ms_at_{rate}", st.stage),
+                st.p50_ms,
+            );
+            rep.set(
+                &format!("latency_stage_{}_p99_ms_at_{rate}", st.stage),
+                st.p99_ms,
+            );
+        }
         by_rate.push(json!({
             "rate": rate, "events": all.len(), "lost": lost,
             "achieved_rate": stats::median(&mine.iter().map(|r| r.achieved_rate.round()).collect::<Vec<_>>()),
             "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": all.last().copied().map(round3),
             "histogram_p99_ms": stats::median(&mine.iter().filter_map(|r| r.histogram_p99_ms).collect::<Vec<_>>()),
+            "stages": stages,
         }));
         ensure!(lost == 0, "{lost} events never acked at {rate}/s");
     }
@@ -802,6 +828,7 @@ async fn latency_figure(ctx: &Ctx, p: &Params, base: &Spec, rep: Shared<'_>) -> 
         "latency",
         json!({
             "method": "exact per event: producer wall clock after its autocommit INSERT returned -> clock_timestamp() in an AFTER DELETE statement trigger on the worker's ack (before the ack's own commit); the worker's end-to-end histogram (insert -> after ack commit, bucketed) beside it",
+            "stages": "outbox_stage_seconds deltas over each run (warm-up included), pooled over the rounds, bucketed: wait (insert -> claim start, per event claimed from the log), claim (statement + delete-record lookup, per claim), encode (per claim), queue (claim done -> its chunk's request starts, per chunk), bulk (per request), ack (outcomes + pieces, per chunk)",
             "by_rate": by_rate,
             "runs": runs,
         }),

@@ -47,9 +47,20 @@ pub fn counters(text: &str) -> BTreeMap<String, f64> {
 /// The cumulative buckets of a histogram: (upper bound, count), +Inf last; the series of
 /// several label sets are added up bound by bound.
 pub fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
+    histogram_where(text, name, "")
+}
+
+/// The cumulative buckets of the series of a histogram whose labels hold `label`, e.g.
+/// `stage="bulk"`, added up bound by bound as in [`histogram`].
+pub fn histogram_labelled(text: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
+    histogram_where(text, name, label)
+}
+
+fn histogram_where(text: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
     let bucket = format!("{name}_bucket");
     let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    for (series, count) in samples(text).filter(|(s, _)| name_of(s) == bucket) {
+    for (series, count) in samples(text).filter(|(s, _)| name_of(s) == bucket && s.contains(label))
+    {
         let Some((_, rest)) = series.split_once("le=\"") else {
             continue;
         };
@@ -81,6 +92,16 @@ pub fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64,
             (le, n - b)
         })
         .collect()
+}
+
+/// Two histograms of the same buckets added up, bound by bound (observations of both; a
+/// bound only one has counts for that one).
+pub fn histogram_add(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for &(le, n) in a.iter().chain(b) {
+        by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += n;
+    }
+    by_le.into_values().collect()
 }
 
 /// A percentile (`q` in 0..=1) of a cumulative histogram, interpolated linearly inside its
@@ -162,6 +183,27 @@ mod tests {
             vec![(0.001, 0.0), (0.002, 2.0), (f64::INFINITY, 3.0)]
         );
         assert_eq!(histogram_percentile(&[(f64::INFINITY, 0.0)], 0.5), None);
+    }
+
+    #[test]
+    fn histograms_by_label_and_added_up() {
+        let page = "s_bucket{stage=\"bulk\",le=\"0.001\"} 2\n\
+            s_bucket{stage=\"bulk\",le=\"+Inf\"} 3\n\
+            s_bucket{stage=\"ack\",le=\"0.001\"} 5\n\
+            s_bucket{stage=\"ack\",le=\"+Inf\"} 5\n";
+        let bulk = histogram_labelled(page, "s", "stage=\"bulk\"");
+        assert_eq!(bulk, vec![(0.001, 2.0), (f64::INFINITY, 3.0)]);
+        assert_eq!(
+            histogram(page, "s"),
+            vec![(0.001, 7.0), (f64::INFINITY, 8.0)]
+        );
+        assert!(histogram_labelled(page, "s", "stage=\"wait\"").is_empty());
+        let ack = histogram_labelled(page, "s", "stage=\"ack\"");
+        assert_eq!(
+            histogram_add(&bulk, &ack),
+            vec![(0.001, 7.0), (f64::INFINITY, 8.0)]
+        );
+        assert_eq!(histogram_add(&[], &ack), ack);
     }
 
     #[test]
