@@ -35,6 +35,20 @@ pub struct FailedRow {
     pub sample_ids: Vec<i64>,
 }
 
+impl FailedRow {
+    /// A row of sql/stats_failed_by_reason.sql (stats and the console's failed page).
+    pub fn from_row(r: &tokio_postgres::Row) -> FailedRow {
+        FailedRow {
+            error_reason: r.get("error_reason"),
+            events: r.get("events"),
+            oldest_failed_at: r.get("oldest_failed_at"),
+            newest_failed_at: r.get("newest_failed_at"),
+            sample_error: r.get("sample_error"),
+            sample_ids: r.get("sample_ids"),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub by_status: Vec<StatusRow>,
@@ -73,14 +87,7 @@ pub async fn collect(client: &Client, cfg: &Config) -> Result<Stats, tokio_postg
         .query(sql::STATS_FAILED_BY_REASON, &[])
         .await?
         .iter()
-        .map(|r| FailedRow {
-            error_reason: r.get("error_reason"),
-            events: r.get("events"),
-            oldest_failed_at: r.get("oldest_failed_at"),
-            newest_failed_at: r.get("newest_failed_at"),
-            sample_error: r.get("sample_error"),
-            sample_ids: r.get("sample_ids"),
-        })
+        .map(FailedRow::from_row)
         .collect();
     let oldest_pending_age_seconds = client
         .query_one(sql::STATS_OLDEST_PENDING, &[])

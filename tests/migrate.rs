@@ -131,7 +131,7 @@ async fn migrate_switches_the_trigger_mode() {
 /// live lease; then every row carried over with its state, nothing lost, nothing sent twice.
 #[tokio::test]
 async fn upgrade_from_schema_0002_keeps_every_event() {
-    use outbox_harness::{Engine, WorkerProcess, prom};
+    use outbox_harness::{Engine, prom};
     use std::time::Duration;
 
     let admin = harness::connect(&harness::pg_base_url()).await;
@@ -187,23 +187,10 @@ async fn upgrade_from_schema_0002_keeps_every_event() {
     ))
     .await
     .unwrap();
-    let migrate = || {
-        harness::worker_command()
-            .arg("migrate")
-            .env("OUTBOX_DATABASE_URL", &url)
-            .output()
-            .unwrap()
-    };
+    let migrate = || migrate_process(&url);
 
     // A live lease of an old worker: refused, one line, nothing changed.
-    let refused = migrate();
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("live leases") && err.contains("old-running"),
-        "{err}"
-    );
+    assert_refused_for_old_running(&migrate());
     let still_old: i64 = c
         .query_one(
             "SELECT count(*) FROM outbox_events WHERE status = 'processing'",
@@ -265,24 +252,13 @@ async fn upgrade_from_schema_0002_keeps_every_event() {
 
     // A new worker delivers the 29 undelivered events once each (the stuck ones after the
     // reclaim), and a new event through the log; the failed pile stays for a replay.
-    let schema_env = vec![
-        ("OUTBOX_DATABASE_URL".to_string(), url.clone()),
-        (
-            "OUTBOX_ELASTICSEARCH_URL".to_string(),
-            harness::engine_url(),
-        ),
-        ("OUTBOX_POLL_INTERVAL_SECONDS".to_string(), "1".to_string()),
-        (
-            "OUTBOX_RECLAIM_INTERVAL_SECONDS".to_string(),
-            "1".to_string(),
-        ),
-        (
-            "OUTBOX_BASE_BACKOFF_SECONDS".to_string(),
-            "0.05".to_string(),
-        ),
-        ("OUTBOX_MAX_BACKOFF_SECONDS".to_string(), "0.2".to_string()),
-    ];
-    let mut w = WorkerProcess::spawn(&schema_env, &[]);
+    let mut w = new_worker(
+        &url,
+        &[
+            ("OUTBOX_BASE_BACKOFF_SECONDS", "0.05"),
+            ("OUTBOX_MAX_BACKOFF_SECONDS", "0.2"),
+        ],
+    );
     w.wait_ready().await.unwrap();
     outbox_worker::contract::insert(
         &c,
@@ -295,19 +271,7 @@ async fn upgrade_from_schema_0002_keeps_every_event() {
     .await
     .unwrap();
     let engine = Engine::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = harness::undelivered(&c).await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} events undelivered: {}",
-            w.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_delivered(&c, &w).await;
     let metrics = w.scrape().await.unwrap();
     w.stop(Duration::from_secs(10)).await.unwrap();
     engine.refresh(&index).await;
@@ -347,7 +311,7 @@ async fn upgrade_from_schema_0002_keeps_every_event() {
 /// worker delivers every event once, without taking the log's claimed events again.
 #[tokio::test]
 async fn upgrade_from_schema_0003_carries_pieces_and_cursors() {
-    use outbox_harness::{Engine, WorkerProcess, prom};
+    use outbox_harness::{Engine, prom};
     use std::time::Duration;
 
     let admin = harness::connect(&harness::pg_base_url()).await;
@@ -398,22 +362,9 @@ async fn upgrade_from_schema_0003_carries_pieces_and_cursors() {
     )
     .await
     .unwrap();
-    let migrate = || {
-        harness::worker_command()
-            .arg("migrate")
-            .env("OUTBOX_DATABASE_URL", &url)
-            .output()
-            .unwrap()
-    };
+    let migrate = || migrate_process(&url);
 
-    let refused = migrate();
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("live leases") && err.contains("old-running"),
-        "{err}"
-    );
+    assert_refused_for_old_running(&migrate());
 
     // The running worker stops: SIGTERM released its events (0003's log_release), and its
     // piece went.
@@ -465,33 +416,9 @@ async fn upgrade_from_schema_0003_carries_pieces_and_cursors() {
         "{old_complete:?}"
     );
 
-    let schema_env = vec![
-        ("OUTBOX_DATABASE_URL".to_string(), url.clone()),
-        (
-            "OUTBOX_ELASTICSEARCH_URL".to_string(),
-            harness::engine_url(),
-        ),
-        ("OUTBOX_POLL_INTERVAL_SECONDS".to_string(), "1".to_string()),
-        (
-            "OUTBOX_RECLAIM_INTERVAL_SECONDS".to_string(),
-            "1".to_string(),
-        ),
-    ];
-    let mut w = WorkerProcess::spawn(&schema_env, &[]);
+    let mut w = new_worker(&url, &[]);
     w.wait_ready().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = harness::undelivered(&c).await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} events undelivered: {}",
-            w.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_delivered(&c, &w).await;
     let metrics = w.scrape().await.unwrap();
     w.stop(Duration::from_secs(10)).await.unwrap();
     let engine = Engine::new();
@@ -506,4 +433,59 @@ async fn upgrade_from_schema_0003_carries_pieces_and_cursors() {
         prom::labelled(&metrics, "outbox_acked_total", "kind=\"indexed\""),
         7.0
     );
+}
+
+/// `outbox-worker migrate` on the schema of `url`, as a process.
+fn migrate_process(url: &str) -> std::process::Output {
+    harness::worker_command()
+        .arg("migrate")
+        .env("OUTBOX_DATABASE_URL", url)
+        .output()
+        .unwrap()
+}
+
+/// A migrate refused because the worker `old-running` holds a live lease: one line, naming it.
+fn assert_refused_for_old_running(refused: &std::process::Output) {
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("live leases") && err.contains("old-running"),
+        "{err}"
+    );
+}
+
+/// A worker of this version on the upgraded schema of `url`, polling and reclaiming every
+/// second, with `extra` settings.
+fn new_worker(url: &str, extra: &[(&str, &str)]) -> outbox_harness::WorkerProcess {
+    let env = vec![
+        ("OUTBOX_DATABASE_URL".to_string(), url.to_string()),
+        (
+            "OUTBOX_ELASTICSEARCH_URL".to_string(),
+            harness::engine_url(),
+        ),
+        ("OUTBOX_POLL_INTERVAL_SECONDS".to_string(), "1".to_string()),
+        (
+            "OUTBOX_RECLAIM_INTERVAL_SECONDS".to_string(),
+            "1".to_string(),
+        ),
+    ];
+    outbox_harness::WorkerProcess::spawn(&env, extra)
+}
+
+/// Wait (up to 30 s) until nothing of the outbox is undelivered but its failed events.
+async fn wait_all_delivered(c: &tokio_postgres::Client, w: &outbox_harness::WorkerProcess) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = harness::undelivered(c).await;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} events undelivered: {}",
+            w.log_tail(30)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -132,8 +132,13 @@ async fn grace_period_over_releases_in_flight_events() {
         NewEvent::index("grace", "b", json!({})),
     ])
     .await;
+    // Signalled once the bulk is held by the proxy: claimed alone ("processing") is too
+    // early, since the claim's delete-record lookup comes before the send, and a worker
+    // with nothing in flight rightly exits at once.
     let start = Instant::now();
-    while s.count("processing").await < 2 {
+    while s.count("processing").await < 2
+        || proxy.stats().await["faults_injected"]["delay"].as_u64() < Some(1)
+    {
         assert!(start.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -227,14 +227,7 @@ async fn failed_rows(client: &tokio_postgres::Client) -> Result<Vec<FailedRow>, 
         .await
         .map_err(db_error)?
         .iter()
-        .map(|r| FailedRow {
-            error_reason: r.get("error_reason"),
-            events: r.get("events"),
-            oldest_failed_at: r.get("oldest_failed_at"),
-            newest_failed_at: r.get("newest_failed_at"),
-            sample_error: r.get("sample_error"),
-            sample_ids: r.get("sample_ids"),
-        })
+        .map(FailedRow::from_row)
         .collect())
 }
 
