@@ -26,23 +26,7 @@ async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().await
 }
 
-fn full() -> bool {
-    std::env::var("LABS_SCALE").is_ok_and(|v| v == "full")
-}
-
-fn report(line: String) {
-    println!("{line}");
-    // Also collected for `make labs` to print at the end.
-    if let Ok(path) = std::env::var("LABS_REPORT") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
-}
+use outbox_harness::labs::{full, report};
 
 /// Worker environment on schema `s`, engine at `engine_url`, with extra settings.
 fn worker_env(s: &TestSchema, engine_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -34,22 +34,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// A refused connection or a reset is noticed at once.
 const DETECTION: Duration = Duration::from_secs(3);
 
-fn full() -> bool {
-    std::env::var("LABS_SCALE").is_ok_and(|v| v == "full")
-}
-
-fn report(line: String) {
-    println!("{line}");
-    if let Ok(path) = std::env::var("LABS_REPORT") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
-}
+use outbox_harness::labs::{full, report};
 
 /// The cluster's node URLs, in node order.
 fn cluster() -> Vec<String> {
@@ -115,23 +100,12 @@ fn worker_env(s: &TestSchema, urls: &str, extra: &[(&str, &str)]) -> Vec<(String
 /// An index of three shards with one replica each: every node holds primaries, and every
 /// acked write has a copy on a second node.
 async fn put_index(engine: &Engine, index: &str) {
-    engine
-        .put_index(
-            index,
-            json!({"settings": {"number_of_shards": 3, "number_of_replicas": 1}}),
-        )
-        .await;
-    let r = engine
-        .raw()
-        .await
-        .get(format!(
-            "{}/_cluster/health/{index}?wait_for_status=green&timeout=60s",
-            engine.url
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{index} green");
+    put_index_with(
+        engine,
+        index,
+        json!({"settings": {"number_of_shards": 3, "number_of_replicas": 1}}),
+    )
+    .await;
 }
 
 /// Documents `docs` at version 1, then a delete at version 2 of every tenth: the expected

@@ -144,28 +144,7 @@ async fn upgrade_from_schema_0002_keeps_every_event() {
     let mut c = harness::connect(&url).await;
     // Schema 0002 as a deployment of the previous version has it: its two migrations and
     // its adaptive trigger, applied and recorded the way its `migrate` did.
-    {
-        let tx = c.transaction().await.unwrap();
-        tx.batch_execute(
-            "CREATE TABLE outbox_schema_migrations (
-                 name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-        for (migration, sql) in &outbox_worker::migrate::MIGRATIONS[..2] {
-            tx.batch_execute(sql).await.unwrap();
-            tx.execute(
-                "INSERT INTO outbox_schema_migrations (name) VALUES ($1)",
-                &[migration],
-            )
-            .await
-            .unwrap();
-        }
-        tx.batch_execute(outbox_worker::migrate::TRIGGER_ADAPTIVE)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
+    migrate_up_to(&mut c, 2, true).await;
     let index = harness::unique("upgrade");
     // Raw SQL: the old table's worker-owned columns, as old workers left them.
     // 1-20 pending (fresh), 21-25 pending with a retry due, 26-28 processing under an
@@ -321,22 +300,8 @@ async fn upgrade_from_schema_0003_carries_pieces_and_cursors() {
         .await
         .unwrap();
     let url = harness::schema_url(&harness::pg_base_url(), &name);
-    let c = harness::connect(&url).await;
-    c.batch_execute(
-        "CREATE TABLE outbox_schema_migrations (
-             name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .await
-    .unwrap();
-    for (migration, sql) in &outbox_worker::migrate::MIGRATIONS[..3] {
-        c.batch_execute(sql).await.unwrap();
-        c.execute(
-            "INSERT INTO outbox_schema_migrations (name) VALUES ($1)",
-            &[migration],
-        )
-        .await
-        .unwrap();
-    }
+    let mut c = harness::connect(&url).await;
+    migrate_up_to(&mut c, 3, false).await;
     let index = harness::unique("upgrade3");
     // Events 1-10 in one transaction. A 0003 worker had claimed 1-3 (an acked piece, gone
     // already), 4-6 (its piece expired: the worker crashed) and 7-8 (a live piece of a
@@ -488,4 +453,32 @@ async fn wait_all_delivered(c: &tokio_postgres::Client, w: &outbox_harness::Work
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// The first `n` migrations applied and recorded the way an older `migrate` did, in one
+/// transaction; with `trigger`, its adaptive trigger too (an older version's functions are
+/// not in this tree: its deployment is rebuilt from its tables).
+async fn migrate_up_to(c: &mut tokio_postgres::Client, n: usize, trigger: bool) {
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute(
+        "CREATE TABLE outbox_schema_migrations (
+             name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .unwrap();
+    for (migration, sql) in &outbox_worker::migrate::MIGRATIONS[..n] {
+        tx.batch_execute(sql).await.unwrap();
+        tx.execute(
+            "INSERT INTO outbox_schema_migrations (name) VALUES ($1)",
+            &[migration],
+        )
+        .await
+        .unwrap();
+    }
+    if trigger {
+        tx.batch_execute(outbox_worker::migrate::TRIGGER_ADAPTIVE)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
 }

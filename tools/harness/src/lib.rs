@@ -13,6 +13,7 @@
 //! returns `anyhow::Result`.
 
 mod engine;
+pub mod labs;
 mod nginx;
 pub mod prom;
 mod schema;
